@@ -362,7 +362,7 @@ pub fn conformance<M: Memory>(mut make: impl FnMut() -> M) {
     m.write_u64(0x1000, 0x1122_3344_5566_7788).unwrap();
     assert_eq!(m.read_u64(0x1000).unwrap(), 0x1122_3344_5566_7788);
     assert_eq!(m.read_u8(0x1000).unwrap(), 0x88);
-    assert_eq!(m.read_u16(0x1001).unwrap(), 0x5566);
+    assert_eq!(m.read_u16(0x1001).unwrap(), 0x6677);
     assert_eq!(m.read_u32(0x1004).unwrap(), 0x1122_3344);
     m.write_u128(0x1010, 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10)
         .unwrap();
