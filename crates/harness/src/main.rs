@@ -1,0 +1,34 @@
+//! `rseq-emu`: find, check, emulate, record and replay restartable sequences.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod scan;
+
+/// Keep Linux restartable sequences making progress by emulating them.
+#[derive(Parser)]
+#[command(name = "rseq-emu", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Find and check every rseq critical section in ELF files.
+    Scan(scan::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Scan(a) => scan::run(a),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rseq-emu: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
