@@ -2,9 +2,18 @@
 //! and an executor that reproduces the CPU bit for bit on the subset it
 //! accepts (everything else is `Unsupported` and the engine falls back).
 
+mod alu;
+mod bits;
+mod branch;
 mod decode;
+mod eflags;
+mod exec;
+mod mov;
 pub mod signature;
+mod stack;
 mod state;
+mod undefined;
 
-pub use decode::{Op, X86_64};
+pub use decode::{format, lower, Kind, MemRef, Op, Opnd, Seg, NO_REG, X86_64};
 pub use state::{flags, reg, X86State};
+pub use undefined::undefined_flags;

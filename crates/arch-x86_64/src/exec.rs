@@ -1,0 +1,154 @@
+//! The dispatch: one `match` on the operation class, operand access helpers
+//! shared by every class. Every handler performs all loads first, then at
+//! most one store, then register writes, so a fault leaves the state and
+//! memory untouched.
+
+use rseq_emu_core::{MemFault, Memory, Stop};
+
+use crate::decode::{Kind, MemRef, Op, Opnd, Seg, NO_REG};
+use crate::eflags::mask;
+use crate::state::X86State;
+use crate::{alu, bits, branch, mov, stack};
+
+/// Effective address of `m` (segment base included).
+#[inline]
+pub fn ea(m: &MemRef, st: &X86State) -> u64 {
+    ea_noseg(m, st).wrapping_add(match m.seg {
+        Seg::None => 0,
+        Seg::Fs => st.fs_base,
+        Seg::Gs => st.gs_base,
+    })
+}
+
+/// Effective address without the segment base (what `lea` computes).
+#[inline]
+pub fn ea_noseg(m: &MemRef, st: &X86State) -> u64 {
+    let mut a = m.disp;
+    if m.base != NO_REG {
+        a = a.wrapping_add(st.gpr[m.base as usize]);
+    }
+    if m.index != NO_REG {
+        a = a.wrapping_add(st.gpr[m.index as usize].wrapping_mul(u64::from(m.scale)));
+    }
+    a
+}
+
+/// Read a register operand (zero-extended).
+#[inline]
+pub fn read_reg(st: &X86State, idx: u8, size: u8, high: bool) -> u64 {
+    let v = st.gpr[idx as usize];
+    if high {
+        (v >> 8) & 0xff
+    } else {
+        v & mask(size)
+    }
+}
+
+/// Write a register operand with the x86_64 rules: 32-bit writes
+/// zero-extend, 8/16-bit writes merge, high-byte registers hit bits 8..16.
+#[inline]
+pub fn write_reg(st: &mut X86State, idx: u8, size: u8, high: bool, v: u64) {
+    let r = &mut st.gpr[idx as usize];
+    *r = match (size, high) {
+        (_, true) => (*r & !0xff00) | ((v & 0xff) << 8),
+        (8, _) => v,
+        (4, _) => v & 0xffff_ffff,
+        (s, _) => (*r & !mask(s)) | (v & mask(s)),
+    };
+}
+
+/// Read an operand value (zero-extended to 64 bits).
+#[inline]
+pub fn read<M: Memory + ?Sized>(o: &Opnd, st: &X86State, mem: &mut M) -> Result<u64, MemFault> {
+    match *o {
+        Opnd::Reg { idx, size, high } => Ok(read_reg(st, idx, size, high)),
+        Opnd::Mem { m, size } => mem.read_sized(ea(&m, st), size as usize),
+        Opnd::Imm(v) => Ok(v),
+        Opnd::None => Ok(0),
+    }
+}
+
+/// Where a result goes, resolved before any store happens.
+#[derive(Clone, Copy)]
+pub enum Dest {
+    /// A register.
+    Reg(u8, u8, bool),
+    /// Memory at an address.
+    Mem(u64, u8),
+    /// Nowhere (cmp/test).
+    None,
+}
+
+/// Resolve the destination operand.
+#[inline]
+pub fn dest(o: &Opnd, st: &X86State) -> Dest {
+    match *o {
+        Opnd::Reg { idx, size, high } => Dest::Reg(idx, size, high),
+        Opnd::Mem { m, size } => Dest::Mem(ea(&m, st), size),
+        _ => Dest::None,
+    }
+}
+
+/// Read the value at a resolved destination.
+#[inline]
+pub fn read_dest<M: Memory + ?Sized>(d: Dest, st: &X86State, mem: &mut M) -> Result<u64, MemFault> {
+    match d {
+        Dest::Reg(i, s, h) => Ok(read_reg(st, i, s, h)),
+        Dest::Mem(a, s) => mem.read_sized(a, s as usize),
+        Dest::None => Ok(0),
+    }
+}
+
+/// Store to a resolved destination. A memory store is the only step that
+/// may fault, so callers make it before touching registers.
+#[inline]
+pub fn write_dest<M: Memory + ?Sized>(
+    d: Dest,
+    st: &mut X86State,
+    mem: &mut M,
+    v: u64,
+) -> Result<(), MemFault> {
+    match d {
+        Dest::Reg(i, s, h) => write_reg(st, i, s, h, v),
+        Dest::Mem(a, s) => mem.write_sized(a, s as usize, v)?,
+        Dest::None => {}
+    }
+    Ok(())
+}
+
+/// Execute one cached operation.
+#[inline]
+pub fn execute<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
+    match op.kind {
+        Kind::Mov => mov::mov(op, st, mem)?,
+        Kind::Movzx => mov::movzx(op, st, mem)?,
+        Kind::Movsx => mov::movsx(op, st, mem)?,
+        Kind::Lea => mov::lea(op, st),
+        Kind::Xchg => mov::xchg(op, st),
+        Kind::Bswap => mov::bswap(op, st),
+        Kind::Cmov => mov::cmov(op, st, mem)?,
+        Kind::Set => mov::set(op, st, mem)?,
+        Kind::Add
+        | Kind::Adc
+        | Kind::Sub
+        | Kind::Sbb
+        | Kind::Cmp
+        | Kind::And
+        | Kind::Or
+        | Kind::Xor
+        | Kind::Test => alu::binary(op, st, mem)?,
+        Kind::Inc | Kind::Dec | Kind::Neg | Kind::Not => alu::unary(op, st, mem)?,
+        Kind::Imul => alu::imul(op, st, mem)?,
+        Kind::Shl | Kind::Shr | Kind::Sar | Kind::Rol | Kind::Ror => bits::shift(op, st, mem)?,
+        Kind::Bt | Kind::Bts | Kind::Btr | Kind::Btc => bits::bt(op, st, mem)?,
+        Kind::Clc | Kind::Stc | Kind::Cmc => alu::carry(op, st),
+        Kind::Nop => {}
+        Kind::Jcc | Kind::Jmp | Kind::JmpInd => return branch::jump(op, st, mem),
+        Kind::Call | Kind::CallInd => return branch::call(op, st, mem),
+        Kind::Ret => return branch::ret(op, st, mem),
+        Kind::Push => stack::push(op, st, mem)?,
+        Kind::Pop => stack::pop(op, st, mem)?,
+    }
+    st.rip = op.next_ip;
+    Ok(())
+}
