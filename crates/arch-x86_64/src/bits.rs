@@ -33,6 +33,8 @@ pub fn shift<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Res
                 "shift/rotate of memory by 0: whether the CPU writes the operand back is not verified".into(),
             ));
         }
+        // A 32-bit register destination is still zero-extended.
+        write_dest(d, st, mem, a)?;
         return Ok(());
     }
     let m = mask(s);

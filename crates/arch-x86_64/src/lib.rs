@@ -8,7 +8,11 @@ mod branch;
 mod decode;
 mod eflags;
 mod exec;
+#[cfg(all(feature = "oracle", target_arch = "x86_64", target_os = "linux"))]
+pub mod gen;
 mod mov;
+#[cfg(all(feature = "oracle", target_arch = "x86_64", target_os = "linux"))]
+pub mod oracle;
 pub mod signature;
 mod stack;
 mod state;
