@@ -48,19 +48,19 @@ pub fn shift<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Res
             let res = (a << count) & m;
             let cf = (a >> (bits - count)) & 1;
             let of = u64::from(res & msb(s) != 0) ^ cf;
-            (res, szp(res, s) | cf * CF | of * OF, STATUS)
+            (res, szp(res, s) | (cf * CF) | (of * OF), STATUS)
         }
         Kind::Shr => {
             let res = a >> count;
             let cf = (a >> (count - 1)) & 1;
             let of = u64::from(a & msb(s) != 0);
-            (res, szp(res, s) | cf * CF | of * OF, STATUS)
+            (res, szp(res, s) | (cf * CF) | (of * OF), STATUS)
         }
         Kind::Sar => {
             let v = sext(a, s);
             let res = (v >> count.min(63)) as u64 & m;
             let cf = ((v >> (count - 1).min(63)) & 1) as u64;
-            (res, szp(res, s) | cf * CF, STATUS)
+            (res, szp(res, s) | (cf * CF), STATUS)
         }
         Kind::Rol => {
             let t = count % bits;
@@ -71,7 +71,7 @@ pub fn shift<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Res
             };
             let cf = res & 1;
             let of = u64::from(res & msb(s) != 0) ^ cf;
-            (res, cf * CF | of * OF, CF | OF)
+            (res, (cf * CF) | (of * OF), CF | OF)
         }
         _ => {
             let t = count % bits;
@@ -82,7 +82,7 @@ pub fn shift<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Res
             };
             let cf = u64::from(res & msb(s) != 0);
             let of = cf ^ u64::from(res & (msb(s) >> 1) != 0);
-            (res, cf * CF | of * OF, CF | OF)
+            (res, (cf * CF) | (of * OF), CF | OF)
         }
     };
     write_dest(d, st, mem, res)?;

@@ -30,7 +30,7 @@ pub fn sext(v: u64, size: u8) -> i64 {
 #[inline]
 pub fn szp(res: u64, size: u8) -> u64 {
     let mut f = 0;
-    if (res as u8).count_ones() % 2 == 0 {
+    if (res as u8).count_ones().is_multiple_of(2) {
         f |= PF;
     }
     if res & mask(size) == 0 {

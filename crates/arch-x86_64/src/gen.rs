@@ -229,19 +229,19 @@ fn modrm(rng: &mut Rng, out: &mut Vec<u8>, reg: Option<u8>) -> Option<usize> {
         let sib = rng.below(256) as u8;
         out.push(sib);
         if md == 0 && sib & 7 == 5 {
-            out.extend((rng.next() as u32).to_le_bytes());
+            out.extend((rng.next_u64() as u32).to_le_bytes());
         }
     } else if md == 0 && rm == 5 {
         rip = Some(out.len());
         out.extend([0; 4]);
     }
     match md {
-        1 => out.push(rng.next() as u8),
+        1 => out.push(rng.next_u64() as u8),
         2 => {
             let d = if rng.below(2) == 0 {
                 rng.below(512) as i32 - 256
             } else {
-                rng.next() as i32
+                rng.next_u64() as i32
             };
             out.extend(d.to_le_bytes())
         }
@@ -255,7 +255,7 @@ pub fn snippet(rng: &mut Rng, n: &Native, ts: &[T]) -> Vec<u8> {
     let mut out = Vec::new();
     let filler = |out: &mut Vec<u8>, rng: &mut Rng| {
         out.extend([0x41, 0xbf]);
-        out.extend((rng.next() as u32).to_le_bytes());
+        out.extend((rng.next_u64() as u32).to_le_bytes());
     };
     match rng.below(20) {
         0 => {
@@ -281,7 +281,7 @@ pub fn snippet(rng: &mut Rng, n: &Native, ts: &[T]) -> Vec<u8> {
                     return out;
                 }
                 4 => {
-                    out.extend([0xc2, rng.next() as u8, rng.below(2) as u8]);
+                    out.extend([0xc2, rng.next_u64() as u8, rng.below(2) as u8]);
                     return out;
                 }
                 _ => {
@@ -376,9 +376,9 @@ pub fn state_for(rng: &mut Rng, n: &Native, code: Vec<u8>) -> Case {
     for g in st.gpr.iter_mut() {
         *g = rng.value();
     }
-    st.rflags = rng.next();
-    st.fs_base = rng.next() & ((1 << 46) - 1);
-    st.gs_base = rng.next() & ((1 << 46) - 1);
+    st.rflags = rng.next_u64();
+    st.fs_base = rng.next_u64() & ((1 << 46) - 1);
+    st.gs_base = rng.next_u64() & ((1 << 46) - 1);
     let sa = n.scratch_addr();
     st.gpr[reg::RSP] = sa + 1024 + rng.below(64) * 8;
     let mut scratch = vec![0u8; SCRATCH_LEN];

@@ -215,7 +215,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// Next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -224,7 +224,7 @@ impl Rng {
     }
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
     /// An interesting register value.
     pub fn value(&mut self) -> u64 {
@@ -241,8 +241,8 @@ impl Rng {
                 0x7f,
                 1 << 63,
             ][self.below(8) as usize],
-            3 => self.next() & 0xffff_ffff,
-            _ => self.next(),
+            3 => self.next_u64() & 0xffff_ffff,
+            _ => self.next_u64(),
         }
     }
 }

@@ -29,7 +29,7 @@ fn executor_matches_the_cpu() {
     let mut i = 0u64;
     while matched < n_cases {
         i += 1;
-        let case_seed = rng.next();
+        let case_seed = rng.next_u64();
         let mut crng = Rng(case_seed);
         let case = random_case(&mut crng, &native);
         match check(&mut native, &case) {
