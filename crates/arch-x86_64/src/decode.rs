@@ -466,12 +466,13 @@ pub fn lower(insn: &Instruction) -> Result<Op, String> {
             op.target = insn.near_branch_target();
         }
         Kind::Xchg
-            if (matches!(op.dst, Opnd::Mem { .. }) || matches!(op.src, Opnd::Mem { .. })) => {
-                return Err(
-                    "xchg with memory is implicitly locked; a per-CPU commit cannot reproduce that"
-                        .into(),
-                );
-            }
+            if (matches!(op.dst, Opnd::Mem { .. }) || matches!(op.src, Opnd::Mem { .. })) =>
+        {
+            return Err(
+                "xchg with memory is implicitly locked; a per-CPU commit cannot reproduce that"
+                    .into(),
+            );
+        }
         Kind::Bswap if op.size != 4 && op.size != 8 => {
             return Err("bswap of a 16-bit register is undefined".into());
         }

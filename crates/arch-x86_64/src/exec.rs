@@ -152,3 +152,75 @@ pub fn execute<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> R
     st.rip = op.next_ip;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{reg, X86State, X86_64};
+    use rseq_emu_core::{Arch, Memory, SparseMemory, Stop};
+
+    fn run(bytes: &[u8], st: &mut X86State, mem: &mut SparseMemory) -> Result<(), Stop> {
+        let op = X86_64::decode(bytes, st.rip).op.expect("supported");
+        X86_64::execute(&op, st, mem)
+    }
+
+    fn mem() -> SparseMemory {
+        let mut m = SparseMemory::new();
+        m.map(0x1000, vec![0; 64], true).unwrap();
+        m.map(0x2000, vec![9; 64], false).unwrap();
+        m
+    }
+
+    #[test]
+    fn faulting_push_leaves_rsp() {
+        let mut m = mem();
+        let mut st = X86State::default();
+        st.gpr[reg::RSP] = 0x2010; // read-only stack
+        let before = st;
+        assert!(matches!(run(&[0x50], &mut st, &mut m), Err(Stop::Fault(_))));
+        assert_eq!(st, before);
+        // call too
+        assert!(matches!(
+            run(&[0xe8, 0, 0, 0, 0], &mut st, &mut m),
+            Err(Stop::Fault(_))
+        ));
+        assert_eq!(st, before);
+    }
+
+    #[test]
+    fn faulting_rmw_leaves_flags_and_memory() {
+        let mut m = mem();
+        let mut st = X86State {
+            rflags: 0x2,
+            ..X86State::default()
+        };
+        st.gpr[reg::RDI] = 0x2000;
+        st.gpr[reg::RSI] = 1;
+        let before = st;
+        // add %rsi,(%rdi) on read-only memory
+        assert!(matches!(
+            run(&[0x48, 0x01, 0x37], &mut st, &mut m),
+            Err(Stop::Fault(_))
+        ));
+        assert_eq!(st, before);
+        assert_eq!(m.read_u64(0x2000).unwrap(), 0x0909_0909_0909_0909);
+        // on writable memory it commits
+        st.gpr[reg::RDI] = 0x1000;
+        run(&[0x48, 0x01, 0x37], &mut st, &mut m).unwrap();
+        assert_eq!(m.read_u64(0x1000).unwrap(), 1);
+        assert_eq!(st.rip, 3);
+    }
+
+    #[test]
+    fn eight_bit_shift_past_width_is_refused() {
+        let mut m = mem();
+        let mut st = X86State::default();
+        st.gpr[reg::RCX] = 9;
+        let before = st;
+        // shl %cl,%al
+        assert!(matches!(
+            run(&[0xd2, 0xe0], &mut st, &mut m),
+            Err(Stop::Unsupported(_))
+        ));
+        assert_eq!(st, before);
+    }
+}
