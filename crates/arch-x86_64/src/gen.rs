@@ -324,6 +324,42 @@ pub fn snippet(rng: &mut Rng, n: &Native, ts: &[T]) -> Vec<u8> {
             }
             return out;
         }
+        4 if rng.below(2) == 0 => {
+            // movabs between rax and an absolute 64-bit address
+            if rng.below(4) == 0 {
+                out.push(0x66);
+            }
+            if rng.below(2) == 0 {
+                out.push(0x48);
+            }
+            out.push(0xa0 + rng.below(4) as u8);
+            let a = n.scratch_addr() + 64 + rng.below(SCRATCH_LEN as u64 - 128);
+            out.extend(a.to_le_bytes());
+            return out;
+        }
+        5 if rng.below(2) == 0 => {
+            // %fs/%gs with an absolute disp32 and no base/index
+            out.push(if rng.below(4) == 0 { 0x65 } else { 0x64 });
+            if rng.below(2) == 0 {
+                out.push(0x40 | rng.below(16) as u8);
+            }
+            let (op, r, imm): (u8, Option<u8>, bool) = match rng.below(6) {
+                0 => (0x8b, None, false),
+                1 => (0x89, None, false),
+                2 => (0x01, None, false),
+                3 => (0x39, None, false),
+                4 => (0x83, Some(rng.below(8) as u8), true),
+                _ => (0xff, Some(rng.below(2) as u8), false),
+            };
+            out.push(op);
+            let r = r.unwrap_or_else(|| rng.below(8) as u8);
+            out.extend([r << 3 | 4, 0x25]);
+            out.extend(((rng.below(4096) as i32) - 2048).to_le_bytes());
+            if imm {
+                out.push(rng.next_u64() as u8);
+            }
+            return out;
+        }
         _ => {}
     }
     let tpl = &ts[rng.below(ts.len() as u64) as usize];

@@ -98,3 +98,20 @@ fn executor_matches_the_cpu() {
         }
     }
 }
+
+/// The `x86_oracle` fuzz body over the fixed seed corpus (and the seed
+/// corpus turned into single instructions with random states).
+#[test]
+fn fuzz_oracle_seed_corpus() {
+    let corpus = rseq_emu_x86_64::fuzzing::seed_corpus();
+    let mut n = 0;
+    for seed in &corpus {
+        // 8 bytes of state seed, then code: use the code tail of each seed.
+        let code_at = seed.len().saturating_sub(15);
+        let mut v = seed[..8].to_vec();
+        v.extend_from_slice(&seed[code_at..]);
+        rseq_emu_x86_64::oracle::fuzz_oracle(&v);
+        n += 1;
+    }
+    assert!(n > 100);
+}
