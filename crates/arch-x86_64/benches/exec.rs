@@ -4,7 +4,7 @@
 //! `cargo bench -p rseq-emu-x86_64 --bench exec`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use rseq_emu_core::{Program, SparseMemory};
+use rseq_emu_core::{AccessKind, MemFault, Memory, Program, SparseMemory};
 use rseq_emu_x86_64::{reg, X86State, X86_64};
 
 const BASE: u64 = 0x40_0000;
@@ -37,6 +37,43 @@ const COUNTER: &[u8] = &[
     0x90, 0x90, // to the commit
 ];
 
+/// One flat writable region: isolates the executor from the cost of
+/// `SparseMemory`'s region lookup.
+struct Flat(Vec<u8>);
+
+impl Memory for Flat {
+    #[inline]
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        let o = addr.wrapping_sub(DATA) as usize;
+        match self.0.get(o..o.wrapping_add(buf.len())) {
+            Some(s) => {
+                buf.copy_from_slice(s);
+                Ok(())
+            }
+            None => Err(MemFault {
+                addr,
+                size: buf.len(),
+                kind: AccessKind::Read,
+            }),
+        }
+    }
+    #[inline]
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        let o = addr.wrapping_sub(DATA) as usize;
+        match self.0.get_mut(o..o.wrapping_add(data.len())) {
+            Some(s) => {
+                s.copy_from_slice(data);
+                Ok(())
+            }
+            None => Err(MemFault {
+                addr,
+                size: data.len(),
+                kind: AccessKind::Write,
+            }),
+        }
+    }
+}
+
 fn memory() -> SparseMemory {
     let mut m = SparseMemory::new();
     m.map(DATA, vec![7u8; 0x4000], true).unwrap();
@@ -51,6 +88,20 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(2 + 6 * n));
     g.bench_function("byte_copy_1000", |b| {
         let mut mem = memory();
+        b.iter(|| {
+            let mut st = X86State {
+                rip: BASE,
+                ..X86State::default()
+            };
+            st.gpr[reg::RSI] = DATA;
+            st.gpr[reg::RDI] = DATA + 0x2000;
+            st.gpr[reg::RCX] = n;
+            let r = copy.run(&mut st, &mut mem, 1 << 20);
+            black_box(r.steps)
+        })
+    });
+    g.bench_function("byte_copy_1000_flat_memory", |b| {
+        let mut mem = Flat(vec![7u8; 0x4000]);
         b.iter(|| {
             let mut st = X86State {
                 rip: BASE,

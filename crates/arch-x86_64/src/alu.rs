@@ -44,6 +44,7 @@ pub fn binary<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Re
 }
 
 /// inc, dec, neg, not.
+#[inline]
 pub fn unary<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let s = op.size;
     let d = dest(&op.dst, st);
@@ -70,6 +71,7 @@ pub fn unary<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Res
 
 /// `imul` with 2 or 3 operands: truncated product; CF = OF = the signed
 /// product does not fit. SF ZF AF PF are undefined (see `undefined_flags`).
+#[inline]
 pub fn imul<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let s = op.size;
     let (a, b) = if matches!(op.src2, crate::decode::Opnd::Imm(_)) {
@@ -93,6 +95,7 @@ pub fn imul<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Resu
 }
 
 /// clc, stc, cmc.
+#[inline]
 pub fn carry(op: &Op, st: &mut X86State) {
     st.rflags = match op.kind {
         Kind::Clc => st.rflags & !CF,

@@ -21,6 +21,7 @@ pub fn count_mask(size: u8) -> u64 {
 }
 
 /// shl/shr/sar/rol/ror.
+#[inline]
 pub fn shift<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let s = op.size;
     let bits = u64::from(s) * 8;
@@ -92,6 +93,7 @@ pub fn shift<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Res
 
 /// bt/bts/btr/btc. Only CF is defined afterwards; ZF is unchanged and
 /// OF SF AF PF are left as they were (undefined architecturally).
+#[inline]
 pub fn bt<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let s = op.size;
     let bits = u64::from(s) * 8;

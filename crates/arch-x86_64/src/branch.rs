@@ -48,6 +48,7 @@ pub fn jump<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Resu
 
 /// call (direct or indirect): the target is read first, then the return
 /// address is stored, then rsp and rip change.
+#[inline]
 pub fn call<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let target = if op.kind == Kind::Call {
         op.target
@@ -62,6 +63,7 @@ pub fn call<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Resu
 }
 
 /// ret / ret imm16.
+#[inline]
 pub fn ret<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let sp = st.gpr[crate::reg::RSP];
     let target = mem.read_u64(sp)?;

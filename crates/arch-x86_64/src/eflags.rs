@@ -26,13 +26,23 @@ pub fn sext(v: u64, size: u8) -> i64 {
     ((v << sh) as i64) >> sh
 }
 
+const PARITY: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        if (i as u8).count_ones() % 2 == 0 {
+            t[i] = PF;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// PF, ZF and SF of a (masked) result.
 #[inline]
 pub fn szp(res: u64, size: u8) -> u64 {
     let mut f = 0;
-    if (res as u8).count_ones().is_multiple_of(2) {
-        f |= PF;
-    }
+    f |= PARITY[res as u8 as usize];
     if res & mask(size) == 0 {
         f |= ZF;
     }
@@ -52,10 +62,17 @@ pub fn merge(rflags: u64, new: u64, which: u64) -> u64 {
 #[inline]
 pub fn add(a: u64, b: u64, carry: u64, size: u8) -> (u64, u64) {
     let m = mask(size);
-    let wide = u128::from(a & m) + u128::from(b & m) + u128::from(carry);
-    let res = (wide as u64) & m;
+    let (a, b) = (a & m, b & m);
+    let (res, cf) = if size == 8 {
+        let (r1, c1) = a.overflowing_add(b);
+        let (r2, c2) = r1.overflowing_add(carry);
+        (r2, c1 | c2)
+    } else {
+        let w = a + b + carry;
+        (w & m, (w >> (u32::from(size) * 8)) & 1 != 0)
+    };
     let mut f = szp(res, size);
-    if (wide >> (u32::from(size) * 8)) & 1 != 0 {
+    if cf {
         f |= CF;
     }
     if (a ^ b ^ res) & 0x10 != 0 {
@@ -72,9 +89,11 @@ pub fn add(a: u64, b: u64, carry: u64, size: u8) -> (u64, u64) {
 pub fn sub(a: u64, b: u64, borrow: u64, size: u8) -> (u64, u64) {
     let m = mask(size);
     let (a, b) = (a & m, b & m);
-    let res = a.wrapping_sub(b).wrapping_sub(borrow) & m;
+    let (r1, c1) = a.overflowing_sub(b);
+    let (r2, c2) = r1.overflowing_sub(borrow);
+    let res = r2 & m;
     let mut f = szp(res, size);
-    if u128::from(a) < u128::from(b) + u128::from(borrow) {
+    if c1 | c2 {
         f |= CF;
     }
     if (a ^ b ^ res) & 0x10 != 0 {

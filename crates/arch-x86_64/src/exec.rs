@@ -57,12 +57,35 @@ pub fn write_reg(st: &mut X86State, idx: u8, size: u8, high: bool, v: u64) {
     };
 }
 
+/// Load `size` bytes zero-extended, with a fixed-size access per size
+/// (lets the backend's copy be inlined).
+#[inline(always)]
+pub fn load<M: Memory + ?Sized>(mem: &mut M, a: u64, size: u8) -> Result<u64, MemFault> {
+    Ok(match size {
+        1 => u64::from(mem.read_u8(a)?),
+        2 => u64::from(mem.read_u16(a)?),
+        4 => u64::from(mem.read_u32(a)?),
+        _ => mem.read_u64(a)?,
+    })
+}
+
+/// Store the low `size` bytes of `v`.
+#[inline(always)]
+pub fn store<M: Memory + ?Sized>(mem: &mut M, a: u64, size: u8, v: u64) -> Result<(), MemFault> {
+    match size {
+        1 => mem.write_u8(a, v as u8),
+        2 => mem.write_u16(a, v as u16),
+        4 => mem.write_u32(a, v as u32),
+        _ => mem.write_u64(a, v),
+    }
+}
+
 /// Read an operand value (zero-extended to 64 bits).
 #[inline]
 pub fn read<M: Memory + ?Sized>(o: &Opnd, st: &X86State, mem: &mut M) -> Result<u64, MemFault> {
     match *o {
         Opnd::Reg { idx, size, high } => Ok(read_reg(st, idx, size, high)),
-        Opnd::Mem { m, size } => mem.read_sized(ea(&m, st), size as usize),
+        Opnd::Mem { m, size } => load(mem, ea(&m, st), size),
         Opnd::Imm(v) => Ok(v),
         Opnd::None => Ok(0),
     }
@@ -94,7 +117,7 @@ pub fn dest(o: &Opnd, st: &X86State) -> Dest {
 pub fn read_dest<M: Memory + ?Sized>(d: Dest, st: &X86State, mem: &mut M) -> Result<u64, MemFault> {
     match d {
         Dest::Reg(i, s, h) => Ok(read_reg(st, i, s, h)),
-        Dest::Mem(a, s) => mem.read_sized(a, s as usize),
+        Dest::Mem(a, s) => load(mem, a, s),
         Dest::None => Ok(0),
     }
 }
@@ -110,7 +133,7 @@ pub fn write_dest<M: Memory + ?Sized>(
 ) -> Result<(), MemFault> {
     match d {
         Dest::Reg(i, s, h) => write_reg(st, i, s, h, v),
-        Dest::Mem(a, s) => mem.write_sized(a, s as usize, v)?,
+        Dest::Mem(a, s) => store(mem, a, s, v)?,
         Dest::None => {}
     }
     Ok(())

@@ -25,6 +25,7 @@ fn src_size(o: &Opnd) -> u8 {
 }
 
 /// `movzx`.
+#[inline]
 pub fn movzx<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let v = read(&op.src, st, mem)?;
     let d = dest(&op.dst, st);
@@ -33,6 +34,7 @@ pub fn movzx<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Res
 }
 
 /// `movsx` / `movsxd`.
+#[inline]
 pub fn movsx<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let v = read(&op.src, st, mem)?;
     let v = sext(v, src_size(&op.src)) as u64 & mask(op.size);
@@ -42,6 +44,7 @@ pub fn movsx<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Res
 }
 
 /// `lea` (no segment base, truncated to the destination size).
+#[inline]
 pub fn lea(op: &Op, st: &mut X86State) {
     if let (Opnd::Mem { m, .. }, Opnd::Reg { idx, size, high }) = (op.src, op.dst) {
         let a = ea_noseg(&m, st);
@@ -50,6 +53,7 @@ pub fn lea(op: &Op, st: &mut X86State) {
 }
 
 /// `xchg reg, reg`.
+#[inline]
 pub fn xchg(op: &Op, st: &mut X86State) {
     if let (
         Opnd::Reg {
@@ -72,6 +76,7 @@ pub fn xchg(op: &Op, st: &mut X86State) {
 }
 
 /// `bswap` (32 or 64 bits).
+#[inline]
 pub fn bswap(op: &Op, st: &mut X86State) {
     if let Opnd::Reg { idx, size, high } = op.dst {
         let v = read_reg(st, idx, size, high);
@@ -86,6 +91,7 @@ pub fn bswap(op: &Op, st: &mut X86State) {
 
 /// `cmovcc`: the source is always read (it may fault even when the
 /// condition is false) and a 32-bit destination is always zero-extended.
+#[inline]
 pub fn cmov<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let v = read(&op.src, st, mem)?;
     if let Opnd::Reg { idx, size, high } = op.dst {
@@ -97,6 +103,7 @@ pub fn cmov<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Resu
 }
 
 /// `setcc`.
+#[inline]
 pub fn set<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let v = u64::from(cond(op.cond, st.rflags));
     let d = dest(&op.dst, st);

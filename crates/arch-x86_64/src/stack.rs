@@ -9,6 +9,7 @@ use crate::state::X86State;
 
 /// `push`: the source is read with the old rsp (so `push %rsp` pushes the
 /// old value), stored below it, and only then rsp moves.
+#[inline]
 pub fn push<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let v = read(&op.dst, st, mem)?;
     let n = u64::from(op.stack);
@@ -21,6 +22,7 @@ pub fn push<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Resu
 /// `pop`: the value is loaded, then rsp is incremented, then the
 /// destination is written (a memory destination's address is computed with
 /// the incremented rsp; `pop %rsp` leaves the loaded value in rsp).
+#[inline]
 pub fn pop<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let n = u64::from(op.stack);
     let sp = st.gpr[RSP];
