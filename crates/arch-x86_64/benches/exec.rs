@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p rseq-emu-x86_64 --bench exec`
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{black_box, criterion_main, Criterion, Throughput};
 use rseq_emu_core::{AccessKind, MemFault, Memory, Program, SparseMemory};
 use rseq_emu_x86_64::{reg, X86State, X86_64};
 
@@ -141,5 +141,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(benches, super::bench);
+}
+use group::benches;
 criterion_main!(benches);

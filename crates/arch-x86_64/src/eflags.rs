@@ -30,7 +30,7 @@ const PARITY: [u64; 256] = {
     let mut t = [0u64; 256];
     let mut i = 0;
     while i < 256 {
-        if (i as u8).count_ones() % 2 == 0 {
+        if (i as u8).count_ones() & 1 == 0 {
             t[i] = PF;
         }
         i += 1;

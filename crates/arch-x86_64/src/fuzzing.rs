@@ -96,7 +96,7 @@ pub fn seed_corpus() -> Vec<Vec<u8>> {
             let mut v = Vec::new();
             for _ in 0..17 {
                 let r = next();
-                v.extend((if (i as u64 + k) % 2 == 0 { r | 1 } else { r }).to_le_bytes());
+                v.extend((if (i as u64 + k) & 1 == 0 { r | 1 } else { r }).to_le_bytes());
             }
             v.extend_from_slice(c);
             out.push(v);
