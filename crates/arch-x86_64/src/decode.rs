@@ -184,7 +184,7 @@ pub struct Op {
     /// Direct branch target (jcc/jmp/call), else 0.
     pub target: u64,
     /// Stack pointer adjustment for push/pop/ret (bytes, positive).
-    pub stack: u16,
+    pub stack: u32,
 }
 
 /// Disassemble `insn` in AT&T syntax.
@@ -488,7 +488,7 @@ pub fn lower(insn: &Instruction) -> Result<Op, String> {
             if kind == Kind::Ret && insn.op_count() == 0 && inc != 8 {
                 return Err("16-bit ret is not emulated".into());
             }
-            op.stack = inc.unsigned_abs() as u16;
+            op.stack = inc.unsigned_abs();
             if kind == Kind::Ret {
                 if insn.op_count() == 1 && inc != 8 + i32::from(insn.immediate16()) {
                     return Err("16-bit ret is not emulated".into());

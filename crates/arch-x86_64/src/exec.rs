@@ -234,6 +234,18 @@ mod tests {
     }
 
     #[test]
+    fn ret_imm16_adds_the_full_immediate() {
+        let mut m = mem();
+        let mut st = X86State::default();
+        st.gpr[reg::RSP] = 0x1000;
+        m.write_u64(0x1000, 0x4242).unwrap();
+        // ret $0xffff (found by the x86_oracle fuzz target)
+        run(&[0xc2, 0xff, 0xff], &mut st, &mut m).unwrap();
+        assert_eq!(st.gpr[reg::RSP], 0x1000 + 8 + 0xffff);
+        assert_eq!(st.rip, 0x4242);
+    }
+
+    #[test]
     fn eight_bit_shift_past_width_is_refused() {
         let mut m = mem();
         let mut st = X86State::default();

@@ -281,7 +281,7 @@ pub fn snippet(rng: &mut Rng, n: &Native, ts: &[T]) -> Vec<u8> {
                     return out;
                 }
                 4 => {
-                    out.extend([0xc2, rng.next_u64() as u8, rng.below(2) as u8]);
+                    out.extend([0xc2, rng.next_u64() as u8, rng.next_u64() as u8]);
                     return out;
                 }
                 _ => {

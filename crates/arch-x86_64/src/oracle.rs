@@ -296,6 +296,11 @@ pub fn check(n: &mut Native, case: &Case) -> Result<Verdict, String> {
     let Ok(prog) = Program::<X86_64>::decode(&case.code, ip, ip, end) else {
         return Ok(Verdict::Skipped);
     };
+    let canonical = |v: u64| matches!((v as i64) >> 47, 0 | -1);
+    if !canonical(case.state.fs_base) || !canonical(case.state.gs_base) {
+        // wrfsbase/wrgsbase refuse non-canonical bases.
+        return Ok(Verdict::Skipped);
+    }
     let mut st = case.state;
     st.rip = ip;
     st.rflags = (st.rflags & STATUS) | RESERVED1;
