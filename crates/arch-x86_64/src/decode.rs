@@ -526,6 +526,43 @@ fn unsupported_reason(insn: &Instruction) -> String {
     }
 }
 
+/// Whether the legacy prefixes hold FS or GS together with a different
+/// segment prefix (vendors disagree on which one wins in 64-bit mode).
+fn segment_prefix_conflict(bytes: &[u8]) -> bool {
+    let mut seen: Option<u8> = None;
+    let mut fsgs = false;
+    let mut conflict = false;
+    for &b in bytes {
+        match b {
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {
+                if seen.is_some_and(|s| s != b) {
+                    conflict = true;
+                }
+                fsgs |= b == 0x64 || b == 0x65;
+                seen = Some(b);
+            }
+            0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 => {}
+            _ => break,
+        }
+    }
+    conflict && fsgs
+}
+
+/// Whether legacy prefix byte `p` precedes the opcode.
+fn has_prefix(bytes: &[u8], p: u8) -> bool {
+    for &b in bytes {
+        match b {
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 => {
+                if b == p {
+                    return true;
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
 impl Arch for X86_64 {
     const KIND: ArchKind = ArchKind::X86_64;
     const HAS_EXECUTOR: bool = true;
@@ -544,11 +581,19 @@ impl Arch for X86_64 {
                 flow: Flow::default(),
             };
         }
+        let raw = &bytes[..insn.len().min(bytes.len())];
+        let op = if segment_prefix_conflict(raw) {
+            Err("an FS/GS prefix mixed with another segment prefix: CPUs differ on which one applies".into())
+        } else if insn.flow_control() != FlowControl::Next && has_prefix(raw, 0x66) {
+            Err("operand-size prefix on a branch: Intel ignores it, AMD truncates the target to 16 bits".into())
+        } else {
+            lower(&insn)
+        };
         DecodedInsn {
             ip,
             len: insn.len() as u8,
             text: format(&insn),
-            op: lower(&insn),
+            op,
             flow: flow(&insn),
         }
     }
@@ -612,6 +657,23 @@ mod tests {
         assert!(dec(&[0x48, 0x87, 0x07]).op.unwrap_err().contains("xchg"));
         assert!(dec(&[0x0f, 0x31]).op.is_err());
         assert!(dec(&[0xf3, 0xa4]).op.is_err());
+    }
+
+    #[test]
+    fn mixed_segment_prefixes_are_refused() {
+        // es fs mov (%rax),%eax
+        assert!(dec(&[0x26, 0x64, 0x8b, 0x00]).op.is_err());
+        assert!(dec(&[0x64, 0x26, 0x8b, 0x00]).op.is_err());
+        // fs fs is fine
+        assert!(dec(&[0x64, 0x64, 0x8b, 0x00]).op.is_ok());
+    }
+
+    #[test]
+    fn operand_size_prefix_on_branches_is_refused() {
+        assert!(dec(&[0x66, 0xc3]).op.is_err());
+        assert!(dec(&[0x66, 0x66, 0xc3]).op.is_err());
+        assert!(dec(&[0x66, 0xeb, 0x00]).op.is_err());
+        assert!(dec(&[0xc3]).op.is_ok());
     }
 
     #[test]

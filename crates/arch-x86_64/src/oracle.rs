@@ -409,6 +409,12 @@ pub fn fuzz_oracle(data: &[u8]) {
             *slot = Native::new().ok();
         }
         let Some(n) = slot.as_mut() else { return };
+        // A native crash kills the process before libFuzzer can save the
+        // input (the test state's rsp/fs_base are live): optionally leave
+        // it in a file first.
+        if let Some(path) = std::env::var_os("RSEQ_EMU_ORACLE_LAST") {
+            let _ = std::fs::write(path, data);
+        }
         let case = crate::gen::state_for(&mut rng, n, code);
         if let Err(e) = check(n, &case) {
             panic!("executor and CPU differ:\n{e}");
