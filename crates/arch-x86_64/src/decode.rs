@@ -541,7 +541,7 @@ fn segment_prefix_conflict(bytes: &[u8]) -> bool {
                 fsgs |= b == 0x64 || b == 0x65;
                 seen = Some(b);
             }
-            0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 => {}
+            0x40..=0x4f | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 => {}
             _ => break,
         }
     }
@@ -552,7 +552,18 @@ fn segment_prefix_conflict(bytes: &[u8]) -> bool {
 fn has_prefix(bytes: &[u8], p: u8) -> bool {
     for &b in bytes {
         match b {
-            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 => {
+            0x40..=0x4f
+            | 0x26
+            | 0x2e
+            | 0x36
+            | 0x3e
+            | 0x64
+            | 0x65
+            | 0x66
+            | 0x67
+            | 0xf0
+            | 0xf2
+            | 0xf3 => {
                 if b == p {
                     return true;
                 }
@@ -673,6 +684,8 @@ mod tests {
         assert!(dec(&[0x66, 0xc3]).op.is_err());
         assert!(dec(&[0x66, 0x66, 0xc3]).op.is_err());
         assert!(dec(&[0x66, 0xeb, 0x00]).op.is_err());
+        // a REX byte before 0x66 is ignored, the 0x66 still counts
+        assert!(dec(&[0x44, 0x66, 0x44, 0xe9, 0, 0, 0, 0]).op.is_err());
         assert!(dec(&[0xc3]).op.is_ok());
     }
 
