@@ -166,7 +166,7 @@ impl<R: BufRead, W: Write> Memory for DebuggerMemory<'_, R, W> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if s.len() & 1 != 0 {
         return None;
     }
     (0..s.len())

@@ -50,6 +50,9 @@ pub struct Args {
 /// Instructions one emulation may run before it is abandoned.
 const EMULATION_BUDGET: u64 = 100_000;
 
+/// A section decoded once (or why it could not be).
+type Decoded = Result<Program<X86_64>, String>;
+
 /// What happened to one descriptor.
 #[derive(Default, Debug)]
 struct SectionStats {
@@ -86,7 +89,7 @@ struct Tracer {
     naive: bool,
     mem: PtraceMemory,
     threads: HashMap<i32, ThreadInfo>,
-    programs: HashMap<(u64, [u8; 32]), Rc<Result<Program<X86_64>, String>>>,
+    programs: HashMap<(u64, [u8; 32]), Rc<Decoded>>,
     sections: BTreeMap<u64, SectionStats>,
     steps: u64,
     invalid_descriptors: u64,
@@ -173,7 +176,7 @@ impl Tracer {
         t.conf
     }
 
-    fn program(&mut self, cs_addr: u64, cs: &RseqCs) -> Rc<Result<Program<X86_64>, String>> {
+    fn program(&mut self, cs_addr: u64, cs: &RseqCs) -> Rc<Decoded> {
         let mem = &mut self.mem;
         self.programs
             .entry((cs_addr, cs.to_bytes()))
