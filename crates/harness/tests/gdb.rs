@@ -60,10 +60,9 @@ fn gdb(exe: &Path, commands: &str) -> (String, Option<Value>) {
         bin = env!("CARGO_BIN_EXE_rseq-emu"),
     );
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let path = dir.join(format!(
-        "gdb-{}.gdb",
-        std::process::id() ^ commands.len() as u32
-    ));
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("gdb-{}-{n}.gdb", std::process::id()));
     std::fs::write(&path, script).unwrap();
     let out = Command::new("taskset")
         .args(["-c", "0", "gdb", "-nx", "-batch", "-x"])
