@@ -316,6 +316,7 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     let mut end: Option<End> = None;
     let mut live_threads = 1usize;
     let mut max_threads = 1usize;
+    let mut idle_since: Option<Instant> = None;
     while live_threads > 0 {
         if end.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
             // SAFETY: killing our own traced child.
@@ -342,23 +343,27 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
             }
         }
         let mut status = 0;
-        let flags = if ready.is_empty() || !quiet {
+        // Block only when nothing else could be scheduled and no deadline
+        // must be watched; otherwise poll, so a thread blocked in a system
+        // call never keeps the stopped ones from being stepped.
+        let block = ready.is_empty() && deadline.is_none();
+        let flags = if block {
             libc::__WALL
         } else {
             libc::__WALL | libc::WNOHANG
         };
-        // With a deadline, never block for good: poll.
-        let flags = if deadline.is_some() && end.is_none() {
-            flags | libc::WNOHANG
-        } else {
-            flags
-        };
         // SAFETY: `status` is a valid out pointer.
         let tid = unsafe { libc::waitpid(-1, &mut status, flags) };
         if tid == 0 {
-            std::thread::yield_now();
+            let idle = idle_since.get_or_insert_with(Instant::now).elapsed();
+            if idle < Duration::from_millis(1) {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
             continue;
         }
+        idle_since = None;
         if tid < 0 {
             if errno().raw_os_error() == Some(libc::ECHILD) {
                 break;
