@@ -181,3 +181,52 @@ fn naive_stepping_livelocks_in_the_first_section() {
     );
     assert_eq!(report["aborts"].as_u64().unwrap(), aborts);
 }
+
+#[test]
+fn registers_round_trip_through_getregset_and_setregset() {
+    use rseq_emu_harness::ptrace::{
+        get_user_regs, regs_from_state, rseq_configuration, set_user_regs, state_from_regs,
+    };
+    use std::os::unix::process::CommandExt;
+    let exe = counter();
+    let mut cmd = Command::new(&exe);
+    cmd.arg("0");
+    // SAFETY: PTRACE_TRACEME is async-signal-safe; the child then stops
+    // with SIGTRAP at its exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP);
+    // The oracle for rip: the ELF entry point of the static executable.
+    let elf = std::fs::read(&exe).unwrap();
+    let entry = u64::from_le_bytes(elf[24..32].try_into().unwrap());
+    let regs = get_user_regs(pid).unwrap();
+    assert_eq!(regs.rip, entry);
+    let mut state = state_from_regs(&regs);
+    assert_eq!(state.rip, entry);
+    assert_eq!(state.gpr[rseq_emu_x86_64::reg::RSP], regs.rsp);
+    // Nothing is registered before glibc's start-up code runs.
+    assert_eq!(rseq_configuration(pid).unwrap(), None);
+    state.gpr[rseq_emu_x86_64::reg::R12] = 0x1234_5678_9abc_def0;
+    state.rflags |= rseq_emu_x86_64::flags::CF | rseq_emu_x86_64::flags::ZF;
+    let mut new = regs;
+    regs_from_state(&state, &mut new);
+    set_user_regs(pid, &new).unwrap();
+    let back = get_user_regs(pid).unwrap();
+    assert_eq!(back.r12, 0x1234_5678_9abc_def0);
+    assert_eq!(back.eflags & 0x41, 0x41);
+    assert_eq!(state_from_regs(&back), state);
+    // SAFETY: killing and reaping our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
