@@ -199,7 +199,7 @@ fn registers_round_trip_through_getregset_and_setregset() {
             Ok(())
         });
     }
-    let child = cmd.spawn().unwrap();
+    let mut child = cmd.spawn().unwrap();
     let pid = child.id() as i32;
     let mut status = 0;
     // SAFETY: waiting for our own child.
@@ -224,9 +224,6 @@ fn registers_round_trip_through_getregset_and_setregset() {
     assert_eq!(back.r12, 0x1234_5678_9abc_def0);
     assert_eq!(back.eflags & 0x41, 0x41);
     assert_eq!(state_from_regs(&back), state);
-    // SAFETY: killing and reaping our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, &mut status, 0);
-    }
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
 }
