@@ -11,8 +11,16 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 fn build() -> PathBuf {
+    // Built once: tests run in parallel and must not run a file gcc is
+    // still writing.
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(build_once).clone()
+}
+
+fn build_once() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("programs");
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("rseq_gdb");
@@ -129,6 +137,21 @@ fn rseq_step_lands_at_the_exit_with_the_native_state() {
     assert_eq!(traced.len(), 10, "{log}");
     assert!(traced[0].contains("mov 4(%"), "{log}");
     assert!(log.contains("committed after 10 instructions"), "{log}");
+}
+
+#[test]
+fn rseq_step_from_the_middle_of_a_section_matches_the_native_run() {
+    // A breakpoint two instructions into the section: the native run got
+    // there (mov, shl), and rseq-step emulates the rest from that exact
+    // state (docs/debugger.md: where emulation starts).
+    need_executor();
+    let exe = build();
+    let native = native(&exe);
+    let (log, state) = gdb(&exe, "break rseq_gdb_mid\nrun\nrseq-step");
+    let state = state.unwrap_or_else(|| panic!("no state:\n{log}"));
+    assert_eq!(state["pc_is_post"], true, "not at the exit:\n{log}");
+    assert_same_state(&native, &state, &log);
+    assert!(log.contains("committed after 8 instructions"), "{log}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 /// Compile a test program from tests/programs with gcc into the target dir.
 fn build(src: &str, out: &str, flags: &[&str]) -> PathBuf {
@@ -124,7 +125,11 @@ fn singlestep(extra: &[&str], exe: &Path, args: &[&str]) -> (Vec<String>, Value,
 /// The counter program, statically linked: glibc start-up under
 /// single-stepping costs far fewer steps without the dynamic loader.
 fn counter() -> PathBuf {
-    build("rseq_counter.c", "rseq_counter", &["-static", "-pthread"])
+    // Built once: tests run in parallel and must not exec a file gcc is
+    // still writing.
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| build("rseq_counter.c", "rseq_counter", &["-static", "-pthread"]))
+        .clone()
 }
 
 /// The tests that complete sections need the x86_64 executor.

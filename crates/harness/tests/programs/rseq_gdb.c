@@ -1,6 +1,6 @@
 /* rseq_gdb: a few per-CPU updates in one restartable sequence whose
  * arming point, first instruction and commit point carry global labels
- * (rseq_gdb_arm, rseq_gdb_start, rseq_gdb_post) so a debugger can stop
+ * (rseq_gdb_arm, rseq_gdb_start, rseq_gdb_mid, rseq_gdb_post) so a debugger can stop
  * there. The gdb test compares the state at rseq_gdb_post after a native
  * run with the state rseq-step leaves. Uses glibc's rseq registration. */
 #include <stdio.h>
@@ -28,6 +28,8 @@ __attribute__((noinline)) static int update(struct rseq *rs, long inc) {
         "1:\n\t"
         "movl 4(%[rs]), %%eax\n\t"
         "shlq $6, %%rax\n\t"
+        ".globl rseq_gdb_mid\n"
+        "rseq_gdb_mid:\n\t"
         "movq (%[base], %%rax), %%rcx\n\t"
         "leaq 1(%%rcx, %[inc], 2), %%rdx\n\t"
         "addq %[inc], %%rcx\n\t"
