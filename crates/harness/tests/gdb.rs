@@ -171,6 +171,23 @@ fn stepi_into_a_section_completes_it_when_enabled() {
 }
 
 #[test]
+fn rseq_stepi_steps_outside_and_completes_inside() {
+    need_executor();
+    let exe = build();
+    let native = native(&exe);
+    // lea (a plain stepi), then the arming store lands on start_ip and
+    // rseq-stepi completes the section.
+    let (log, state) = gdb(
+        &exe,
+        "break rseq_gdb_arm\nrun\ndelete\nrseq-stepi\nrseq-stepi",
+    );
+    let state = state.unwrap_or_else(|| panic!("no state:\n{log}"));
+    assert_eq!(state["pc_is_post"], true, "not at the exit:\n{log}");
+    assert_same_state(&native, &state, &log);
+    assert!(log.contains("committed after 10 instructions"), "{log}");
+}
+
+#[test]
 fn plain_stepi_inside_a_section_is_sent_to_abort() {
     // Why the extension exists: without it, the kernel aborts the section
     // at the first step inside it. (The breakpoint is deleted first: gdb
