@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <sys/rseq.h>
 
-#define SLOTS 4096 /* per-CPU slots, 64 bytes apart */
-static long counts[SLOTS * 8] __attribute__((aligned(64)));
+#define SLOTS 4096 /* per-CPU slots */
+static long counts[SLOTS];
 static long ops = 10000;
 static long aborts_total;
 
@@ -35,11 +35,10 @@ static int percpu_add(struct rseq *rs, long inc) {
         "leaq 3b(%%rip), %%rax\n\t"
         "movq %%rax, 8(%[rs])\n\t"
         "1:\n\t"
-        "movl 4(%[rs]), %%eax\n\t"          /* cpu_id */
-        "shlq $6, %%rax\n\t"                /* 64 bytes per slot */
-        "movq (%[base], %%rax), %%rcx\n\t"
+        "movl 4(%[rs]), %%eax\n\t"             /* cpu_id */
+        "movq (%[base], %%rax, 8), %%rcx\n\t"
         "addq %[inc], %%rcx\n\t"
-        "movq %%rcx, (%[base], %%rax)\n\t"  /* commit */
+        "movq %%rcx, (%[base], %%rax, 8)\n\t"  /* commit */
         "2:\n\t"
         ".pushsection .text.rseq_abort, \"ax\"\n\t"
         ".byte 0x0f, 0xb9, 0x3d\n\t"        /* ud1 <sig>(%rip), %edi */
@@ -90,7 +89,7 @@ int main(int argc, char **argv) {
     }
     long total = 0;
     for (long s = 0; s < SLOTS; s++)
-        total += counts[s * 8];
+        total += counts[s];
     printf("total=%ld expected=%ld aborts=%ld\n", total, ops * threads, aborts_total);
     return total == ops * threads ? 0 : 1;
 }

@@ -7,7 +7,8 @@
 #include <sys/rseq.h>
 
 #define SLOTS 4096
-long slots[SLOTS * 8] __attribute__((aligned(64)));
+long slots[SLOTS]; /* per-CPU counters */
+long aux[SLOTS];   /* per-CPU derived values */
 
 __attribute__((noinline)) static int update(struct rseq *rs, long inc) {
     __asm__ __volatile__ goto(
@@ -27,10 +28,9 @@ __attribute__((noinline)) static int update(struct rseq *rs, long inc) {
         "rseq_gdb_start:\n"
         "1:\n\t"
         "movl 4(%[rs]), %%eax\n\t"
-        "shlq $6, %%rax\n\t"
+        "movq (%[base], %%rax, 8), %%rcx\n\t"
         ".globl rseq_gdb_mid\n"
         "rseq_gdb_mid:\n\t"
-        "movq (%[base], %%rax), %%rcx\n\t"
         "leaq 1(%%rcx, %[inc], 2), %%rdx\n\t"
         "addq %[inc], %%rcx\n\t"
         "cmpq $100, %%rcx\n\t"
@@ -38,8 +38,8 @@ __attribute__((noinline)) static int update(struct rseq *rs, long inc) {
         "subq $7, %%rdx\n"
         "5:\n\t"
         "xorq %%rcx, %%rdx\n\t"
-        "movq %%rdx, 8(%[base], %%rax)\n\t"
-        "movq %%rcx, (%[base], %%rax)\n\t"
+        "movq %%rdx, (%[aux], %%rax, 8)\n\t"
+        "movq %%rcx, (%[base], %%rax, 8)\n\t"
         "2:\n\t"
         ".globl rseq_gdb_post\n"
         "rseq_gdb_post:\n\t"
@@ -50,7 +50,7 @@ __attribute__((noinline)) static int update(struct rseq *rs, long inc) {
         "4: jmp %l[abort]\n\t"
         ".popsection\n\t"
         :
-        : [rs] "r"(rs), [base] "r"(slots), [inc] "r"(inc)
+        : [rs] "r"(rs), [base] "r"(slots), [aux] "r"(aux), [inc] "r"(inc)
         : "rax", "rcx", "rdx", "memory", "cc"
         : abort);
     return 0;
@@ -70,7 +70,7 @@ int main(void) {
             aborts++;
     long total = 0;
     for (long s = 0; s < SLOTS; s++)
-        total += slots[s * 8];
+        total += slots[s];
     printf("total=%ld aborts=%d\n", total, aborts);
     return total == 240 ? 0 : 1;
 }
