@@ -471,10 +471,12 @@ fn report(
         .collect();
     let emulated: u64 = t.sections.values().map(|s| s.emulated).sum();
     let aborts: u64 = t.sections.values().map(|s| s.aborts).sum();
+    let emulated_insns: u64 = t.sections.values().map(|s| s.emulated_insns).sum();
     if a.json {
         let doc = json!({
             "mode": if a.naive { "naive" } else { "emulate" },
             "instructions_stepped": t.steps,
+            "instructions_emulated": emulated_insns,
             "sections_emulated": emulated,
             "aborts": aborts,
             "invalid_descriptors": t.invalid_descriptors,
@@ -486,9 +488,10 @@ fn report(
         println!("{doc}");
     } else {
         eprintln!(
-            "rseq-emu singlestep ({}): {} instructions stepped, {} sections emulated, {} aborts, {} thread(s), {:.2} s, status {}",
+            "rseq-emu singlestep ({}): {} instructions stepped, {} emulated in {} sections, {} aborts, {} thread(s), {:.2} s, status {}",
             if a.naive { "naive" } else { "emulate" },
             t.steps,
+            emulated_insns,
             emulated,
             aborts,
             max_threads,
