@@ -3,7 +3,9 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod gdbserve;
 mod scan;
+mod singlestep;
 
 /// Keep Linux restartable sequences making progress by emulating them.
 #[derive(Parser)]
@@ -17,6 +19,10 @@ struct Cli {
 enum Cmd {
     /// Find and check every rseq critical section in ELF files.
     Scan(scan::Args),
+    /// Single-step a program under ptrace, completing rseq critical sections by emulation.
+    Singlestep(singlestep::Args),
+    /// Serve a debugger (the gdb extension) over stdio: emulate the current critical section.
+    GdbServe(gdbserve::Args),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +34,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Scan(a) => scan::run(a),
+        Cmd::Singlestep(a) => singlestep::run(a),
+        Cmd::GdbServe(a) => gdbserve::run(a),
     };
     match r {
         Ok(code) => code,
