@@ -10,6 +10,7 @@
 //! * [`registration`] — the thread's rseq area: glibc's when present.
 
 pub mod arch;
+pub mod commit;
 pub mod memory;
 pub mod policy;
 pub mod registration;
