@@ -170,6 +170,9 @@ impl std::fmt::Display for ArchKind {
 /// `SIGSEGV` instead of redirecting it to `abort_ip`).
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum DescriptorError {
+    /// The descriptor itself cannot be read (`copy_from_user` fails).
+    #[error("the descriptor at 0x{0:x} cannot be read")]
+    Unreadable(u64),
     /// `version` is not 0.
     #[error("version is {0}, the kernel accepts only 0")]
     Version(u32),

@@ -20,6 +20,11 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: restoring the default SIGPIPE disposition before any thread
+    // exists; `rseq-emu scan ... | head` then ends quietly like other tools.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Scan(a) => scan::run(a),
