@@ -11,6 +11,7 @@
 
 pub mod arch;
 pub mod commit;
+pub mod engine;
 pub mod memory;
 pub mod policy;
 pub mod registration;
