@@ -10,6 +10,7 @@
 //! * [`registration`] — the thread's rseq area: glibc's when present.
 
 pub mod arch;
+pub mod capi;
 pub mod commit;
 pub mod engine;
 pub mod memory;
