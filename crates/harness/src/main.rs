@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod scan;
+mod stress;
 
 /// Keep Linux restartable sequences making progress by emulating them.
 #[derive(Parser)]
@@ -17,6 +18,8 @@ struct Cli {
 enum Cmd {
     /// Find and check every rseq critical section in ELF files.
     Scan(scan::Args),
+    /// Per-CPU counters and lists through the engine under a signal storm.
+    Stress(stress::Args),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Scan(a) => scan::run(a),
+        Cmd::Stress(a) => stress::run(a),
     };
     match r {
         Ok(code) => code,
