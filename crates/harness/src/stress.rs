@@ -104,7 +104,7 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
                     _ => failed += 1,
                 }
                 let h = heads[cpu as usize].as_ptr() as u64;
-                if i % 2 == 0 {
+                if i & 1 == 0 {
                     if let Some(n) = mine.pop() {
                         // push: node.next = head; head = node (one store
                         // commits; node.next is private until then).
