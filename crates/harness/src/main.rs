@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench;
 mod scan;
 mod stress;
 
@@ -20,6 +21,8 @@ enum Cmd {
     Scan(scan::Args),
     /// Per-CPU counters and lists through the engine under a signal storm.
     Stress(stress::Args),
+    /// Native sequence vs syscall vs engine, side by side.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Scan(a) => scan::run(a),
         Cmd::Stress(a) => stress::run(a),
+        Cmd::Bench(a) => bench::run(a),
     };
     match r {
         Ok(code) => code,

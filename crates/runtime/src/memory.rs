@@ -11,6 +11,10 @@
 
 use rseq_emu_core::memory::{AccessKind, MemFault, Memory};
 
+thread_local! {
+    static WRITABLE: std::cell::RefCell<Vec<(u64, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// This process's own memory, accessed fault-safely.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LiveMemory;
@@ -24,10 +28,32 @@ impl LiveMemory {
     /// Whether `len` bytes at `addr` are writable, without writing
     /// (writing the bytes back would race with other threads): the ranges
     /// and permissions of `/proc/self/maps`.
+    ///
+    /// Ranges found writable are cached per thread (16 entries): a range
+    /// unmapped or write-protected later by another thread would also make
+    /// the native sequence fault on that store, so the cache adds no new
+    /// failure mode (docs/runtime.md).
     pub fn writable(&self, addr: u64, len: usize) -> bool {
         let Some(end) = addr.checked_add(len as u64) else {
             return false;
         };
+        if WRITABLE.with(|c| c.borrow().iter().any(|&(a, b)| a <= addr && end <= b)) {
+            return true;
+        }
+        let ok = Self::writable_uncached(addr, end, len);
+        if ok && len > 0 {
+            WRITABLE.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() >= 16 {
+                    c.remove(0);
+                }
+                c.push((addr & !0xfff, (end + 0xfff) & !0xfff));
+            });
+        }
+        ok
+    }
+
+    fn writable_uncached(addr: u64, end: u64, len: usize) -> bool {
         let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
             return false;
         };
