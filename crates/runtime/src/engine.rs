@@ -163,4 +163,46 @@ mod tests {
         let r = complete(registration::current_cpu().unwrap(), |m| m.read_u64(8).ok()).unwrap();
         assert_eq!(r, Completion::Refused);
     }
+
+    /// A value changed between emulation and commit is re-emulated (2
+    /// rounds, result from the new value); A->B->A passes the check and the
+    /// result is the one a native run at the commit instant gives.
+    #[test]
+    fn changed_value_reemulates_and_aba_commits() {
+        let mut slot = 10u64;
+        let addr = &mut slot as *mut u64 as u64;
+        let cpu = registration::current_cpu().unwrap();
+        let mut first = true;
+        let r = complete(cpu, |m| {
+            let v = m.read_u64(addr).ok()?;
+            if first {
+                first = false;
+                // Another writer on this CPU between emulation and commit.
+                // SAFETY: `slot` is a live local.
+                unsafe { std::ptr::write_volatile(addr as *mut u64, 20) };
+            }
+            m.write_u64(addr, v * 2).ok()
+        })
+        .unwrap();
+        assert!(matches!(r, Completion::Done { rounds: 2.., .. }), "{r:?}");
+        // SAFETY: `slot` is a live local.
+        assert_eq!(unsafe { std::ptr::read_volatile(addr as *const u64) }, 40);
+        let mut first = true;
+        let r = complete(cpu, |m| {
+            let v = m.read_u64(addr).ok()?;
+            if first {
+                first = false;
+                // SAFETY: `slot` is a live local.
+                unsafe {
+                    std::ptr::write_volatile(addr as *mut u64, 99);
+                    std::ptr::write_volatile(addr as *mut u64, 40);
+                }
+            }
+            m.write_u64(addr, v + 1).ok()
+        })
+        .unwrap();
+        assert!(matches!(r, Completion::Done { .. }), "{r:?}");
+        // SAFETY: `slot` is a live local.
+        assert_eq!(unsafe { std::ptr::read_volatile(addr as *const u64) }, 41);
+    }
 }
