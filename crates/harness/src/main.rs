@@ -6,6 +6,8 @@ use std::process::ExitCode;
 mod gdbserve;
 mod scan;
 mod singlestep;
+mod bench;
+mod stress;
 
 /// Keep Linux restartable sequences making progress by emulating them.
 #[derive(Parser)]
@@ -23,6 +25,10 @@ enum Cmd {
     Singlestep(singlestep::Args),
     /// Serve a debugger (the gdb extension) over stdio: emulate the current critical section.
     GdbServe(gdbserve::Args),
+    /// Per-CPU counters and lists through the engine under a signal storm.
+    Stress(stress::Args),
+    /// Native sequence vs syscall vs engine, side by side.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +42,8 @@ fn main() -> ExitCode {
         Cmd::Scan(a) => scan::run(a),
         Cmd::Singlestep(a) => singlestep::run(a),
         Cmd::GdbServe(a) => gdbserve::run(a),
+        Cmd::Stress(a) => stress::run(a),
+        Cmd::Bench(a) => bench::run(a),
     };
     match r {
         Ok(code) => code,

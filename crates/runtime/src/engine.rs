@@ -1,0 +1,208 @@
+//! The engine loop: on the target CPU, emulate against a logged view of the
+//! live process, then commit natively; repeat (bounded) when the commit
+//! aborts or a logged value changed.
+//!
+//! The emulation step is a closure so the loop is independent of the
+//! instruction set: with the x86_64 executor it is
+//! `Program::<X86_64>::run` over a copy of the saved registers.
+
+use crate::arch::CommitResult;
+use crate::commit::{self, CommitError};
+use crate::memory::{LiveMemory, Logged};
+use crate::registration;
+
+/// How many emulate+commit rounds before reporting exhaustion.
+pub const MAX_ROUNDS: u32 = 64;
+
+/// Result of [`complete`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Completion<T> {
+    /// Committed (or validated, for a run without stores) on the target
+    /// CPU; `T` is what the emulation step returned for that round.
+    Done {
+        /// The emulation's result for the committed round.
+        result: T,
+        /// Rounds used (1 = first try).
+        rounds: u32,
+        /// Whether the thread had to migrate.
+        migrated: bool,
+    },
+    /// The emulation step refused (e.g. unsupported instruction or fault):
+    /// nothing was stored; the caller retries natively.
+    Refused,
+    /// [`MAX_ROUNDS`] rounds all aborted or mismatched.
+    Exhausted,
+}
+
+/// RAII: the thread pinned to one CPU; the previous affinity is restored
+/// on drop.
+pub struct Pinned(libc::cpu_set_t);
+
+impl Pinned {
+    /// Pin the calling thread to `cpu`.
+    pub fn to(cpu: u32) -> std::io::Result<Pinned> {
+        // SAFETY: cpu_set_t is plain data; the calls get valid pointers and
+        // the size of the set.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Pinned(old))
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: restores the set saved by `to`.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0);
+        }
+    }
+}
+
+/// Complete a sequence for `cpu`: emulate with `step` (which returns
+/// `None` to refuse), commit natively on `cpu`, migrating there first when
+/// the thread runs elsewhere (affinity restored afterwards).
+pub fn complete<T>(
+    cpu: u32,
+    mut step: impl FnMut(&mut Logged<LiveMemory>) -> Option<T>,
+) -> Result<Completion<T>, CommitError> {
+    let mut pin = None;
+    let mut migrated = false;
+    for round in 1..=MAX_ROUNDS {
+        let here = registration::current_cpu().map_err(CommitError::Registration)?;
+        if here != cpu && pin.is_none() {
+            match Pinned::to(cpu) {
+                Ok(p) => {
+                    pin = Some(p);
+                    migrated = true;
+                }
+                Err(_) => return Ok(Completion::Refused),
+            }
+        }
+        let mut mem = Logged::new(LiveMemory);
+        let Some(result) = step(&mut mem) else {
+            return Ok(Completion::Refused);
+        };
+        if mem.stores.last().is_some_and(|s| s.bytes.len() > 8) {
+            return Ok(Completion::Refused);
+        }
+        let plan = commit::plan(&mem.loads, &mem.stores);
+        // SAFETY: the logged run read every check address and validated
+        // every store address.
+        match unsafe { commit::commit_once(&plan, cpu) }? {
+            CommitResult::Committed => {
+                return Ok(Completion::Done {
+                    result,
+                    rounds: round,
+                    migrated,
+                })
+            }
+            CommitResult::Mismatch | CommitResult::Aborted => continue,
+        }
+    }
+    Ok(Completion::Exhausted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rseq_emu_core::Memory;
+
+    fn ncpus() -> u32 {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    }
+
+    /// Per-CPU counters incremented by the engine from many threads, for
+    /// every CPU from everywhere (migrations): the totals are exact.
+    #[test]
+    fn counters_exact_with_migration() {
+        let n = ncpus();
+        let counters: Vec<std::sync::atomic::AtomicU64> = (0..n)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect();
+        let counters = std::sync::Arc::new(counters);
+        let per_thread = 300u64;
+        let threads: Vec<_> = (0..4 * n)
+            .map(|t| {
+                let c = counters.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per_thread {
+                        let cpu = ((t as u64 + i) % n as u64) as u32;
+                        let addr = c[cpu as usize].as_ptr() as u64;
+                        let r = complete(cpu, |m| {
+                            let v = m.read_u64(addr).ok()?;
+                            m.write_u64(addr, v + 1).ok()?;
+                            Some(())
+                        })
+                        .unwrap();
+                        assert!(matches!(r, Completion::Done { .. }), "{r:?}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let total: u64 = counters
+            .iter()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        assert_eq!(total, 4 * n as u64 * per_thread);
+    }
+
+    #[test]
+    fn fault_is_refused() {
+        let r = complete(registration::current_cpu().unwrap(), |m| m.read_u64(8).ok()).unwrap();
+        assert_eq!(r, Completion::Refused);
+    }
+
+    /// A value changed between emulation and commit is re-emulated (2
+    /// rounds, result from the new value); A->B->A passes the check and the
+    /// result is the one a native run at the commit instant gives.
+    #[test]
+    fn changed_value_reemulates_and_aba_commits() {
+        let mut slot = 10u64;
+        let addr = &mut slot as *mut u64 as u64;
+        let cpu = registration::current_cpu().unwrap();
+        let mut first = true;
+        let r = complete(cpu, |m| {
+            let v = m.read_u64(addr).ok()?;
+            if first {
+                first = false;
+                // Another writer on this CPU between emulation and commit.
+                // SAFETY: `slot` is a live local.
+                unsafe { std::ptr::write_volatile(addr as *mut u64, 20) };
+            }
+            m.write_u64(addr, v * 2).ok()
+        })
+        .unwrap();
+        assert!(matches!(r, Completion::Done { rounds: 2.., .. }), "{r:?}");
+        // SAFETY: `slot` is a live local.
+        assert_eq!(unsafe { std::ptr::read_volatile(addr as *const u64) }, 40);
+        let mut first = true;
+        let r = complete(cpu, |m| {
+            let v = m.read_u64(addr).ok()?;
+            if first {
+                first = false;
+                // SAFETY: `slot` is a live local.
+                unsafe {
+                    std::ptr::write_volatile(addr as *mut u64, 99);
+                    std::ptr::write_volatile(addr as *mut u64, 40);
+                }
+            }
+            m.write_u64(addr, v + 1).ok()
+        })
+        .unwrap();
+        assert!(matches!(r, Completion::Done { .. }), "{r:?}");
+        // SAFETY: `slot` is a live local.
+        assert_eq!(unsafe { std::ptr::read_volatile(addr as *const u64) }, 41);
+    }
+}
