@@ -3,10 +3,10 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench;
 mod gdbserve;
 mod scan;
 mod singlestep;
-mod bench;
 mod stress;
 
 /// Keep Linux restartable sequences making progress by emulating them.
