@@ -548,6 +548,19 @@ fn segment_prefix_conflict(bytes: &[u8]) -> bool {
     conflict && fsgs
 }
 
+/// Whether the last prefix before the opcode is a REX prefix with the B bit.
+fn rex_b_before_opcode(bytes: &[u8]) -> bool {
+    let mut last = None;
+    for &b in bytes {
+        match b {
+            0x40..=0x4f | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2
+            | 0xf3 => last = Some(b),
+            _ => break,
+        }
+    }
+    last.is_some_and(|b| (0x40..=0x4f).contains(&b) && b & 1 != 0)
+}
+
 /// Whether legacy prefix byte `p` precedes the opcode.
 fn has_prefix(bytes: &[u8], p: u8) -> bool {
     for &b in bytes {
@@ -597,6 +610,8 @@ impl Arch for X86_64 {
             Err("an FS/GS prefix mixed with another segment prefix: CPUs differ on which one applies".into())
         } else if insn.flow_control() != FlowControl::Next && has_prefix(raw, 0x66) {
             Err("operand-size prefix on a branch: Intel ignores it, AMD truncates the target to 16 bits".into())
+        } else if insn.mnemonic() == iced_x86::Mnemonic::Pause && rex_b_before_opcode(raw) {
+            Err("f3 REX.B 90: decoded as pause, but with REX.B the 0x90 opcode is xchg %r8,%rax; CPUs differ".into())
         } else {
             lower(&insn)
         };
