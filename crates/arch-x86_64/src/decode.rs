@@ -553,7 +553,17 @@ fn rex_b_before_opcode(bytes: &[u8]) -> bool {
     let mut last = None;
     for &b in bytes {
         match b {
-            0x40..=0x4f | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2
+            0x40..=0x4f
+            | 0x26
+            | 0x2e
+            | 0x36
+            | 0x3e
+            | 0x64
+            | 0x65
+            | 0x66
+            | 0x67
+            | 0xf0
+            | 0xf2
             | 0xf3 => last = Some(b),
             _ => break,
         }
