@@ -526,23 +526,38 @@ fn unsupported_reason(insn: &Instruction) -> String {
     }
 }
 
+/// The prefix bytes (legacy and REX) before the opcode, in order.
+fn prefixes(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    bytes.iter().copied().take_while(|b| {
+        matches!(
+            b,
+            0x40..=0x4f
+                | 0x26
+                | 0x2e
+                | 0x36
+                | 0x3e
+                | 0x64
+                | 0x65
+                | 0x66
+                | 0x67
+                | 0xf0
+                | 0xf2
+                | 0xf3
+        )
+    })
+}
+
 /// Whether the legacy prefixes hold FS or GS together with a different
 /// segment prefix (vendors disagree on which one wins in 64-bit mode).
 fn segment_prefix_conflict(bytes: &[u8]) -> bool {
     let mut seen: Option<u8> = None;
     let mut fsgs = false;
     let mut conflict = false;
-    for &b in bytes {
-        match b {
-            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {
-                if seen.is_some_and(|s| s != b) {
-                    conflict = true;
-                }
-                fsgs |= b == 0x64 || b == 0x65;
-                seen = Some(b);
-            }
-            0x40..=0x4f | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 => {}
-            _ => break,
+    for b in prefixes(bytes) {
+        if matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65) {
+            conflict |= seen.is_some_and(|s| s != b);
+            fsgs |= b == 0x64 || b == 0x65;
+            seen = Some(b);
         }
     }
     conflict && fsgs
@@ -550,51 +565,14 @@ fn segment_prefix_conflict(bytes: &[u8]) -> bool {
 
 /// Whether the last prefix before the opcode is a REX prefix with the B bit.
 fn rex_b_before_opcode(bytes: &[u8]) -> bool {
-    let mut last = None;
-    for &b in bytes {
-        match b {
-            0x40..=0x4f
-            | 0x26
-            | 0x2e
-            | 0x36
-            | 0x3e
-            | 0x64
-            | 0x65
-            | 0x66
-            | 0x67
-            | 0xf0
-            | 0xf2
-            | 0xf3 => last = Some(b),
-            _ => break,
-        }
-    }
-    last.is_some_and(|b| (0x40..=0x4f).contains(&b) && b & 1 != 0)
+    prefixes(bytes)
+        .last()
+        .is_some_and(|b| (0x40..=0x4f).contains(&b) && b & 1 != 0)
 }
 
 /// Whether legacy prefix byte `p` precedes the opcode.
 fn has_prefix(bytes: &[u8], p: u8) -> bool {
-    for &b in bytes {
-        match b {
-            0x40..=0x4f
-            | 0x26
-            | 0x2e
-            | 0x36
-            | 0x3e
-            | 0x64
-            | 0x65
-            | 0x66
-            | 0x67
-            | 0xf0
-            | 0xf2
-            | 0xf3 => {
-                if b == p {
-                    return true;
-                }
-            }
-            _ => return false,
-        }
-    }
-    false
+    prefixes(bytes).any(|b| b == p)
 }
 
 impl Arch for X86_64 {
