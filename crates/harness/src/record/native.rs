@@ -21,7 +21,7 @@ pub const SCRATCH_LEN: usize = 0x10000;
 /// The data buffers (what fixtures see as their writable data).
 pub const DATA: u64 = SCRATCH;
 /// Size of the data buffers.
-pub const DATA_LEN: usize = 0x400;
+pub const DATA_LEN: usize = 0x800;
 /// The descriptor (32-byte aligned).
 pub const DESC: u64 = SCRATCH + 0x1000;
 const HOST: u64 = SCRATCH + 0x2000;
