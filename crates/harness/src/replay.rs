@@ -259,7 +259,7 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn Error>> {
     } else {
         for r in &reports {
             if let Some(e) = &r.error {
-                println!("ERROR {}: {e}", r.path);
+                println!("ERROR {e}");
             } else if !r.ok {
                 println!(
                     "FAIL {} ({}): {}",
