@@ -6,8 +6,8 @@ mod native;
 mod patterns;
 
 use crate::fixture::{
-    hex, hex_bytes, CodeFile, DescriptorFile, EntryFile, ExpectFile, ExpectRegionFile,
-    FixtureFile, RegionFile, FORMAT, VERSION,
+    hex, hex_bytes, CodeFile, DescriptorFile, EntryFile, ExpectFile, ExpectRegionFile, FixtureFile,
+    RegionFile, FORMAT, VERSION,
 };
 use clap::Args as ClapArgs;
 use native::{Machine, NativeRegs, NativeResult, DATA, DESC};
@@ -194,8 +194,7 @@ pub fn record(args: &Args) -> Result<Vec<(String, PathBuf)>, Box<dyn Error>> {
             return Err(format!("unknown pattern {p:?} (known: {})", PATTERNS.join(", ")).into());
         }
     }
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| format!("{}: {e}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let rseq_off = native::rseq_offset()?;
     let here = native::current_cpu()?;
     let cpu = if here < 16 { here } else { 0 };
@@ -255,4 +254,83 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn Error>> {
     }
     println!("{} fixtures written to {}", files.len(), args.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asm::{cc, Rm};
+    use super::native::{build, Machine, NativeRegs, DATA_LEN, DESC, STACK_TOP};
+    use super::*;
+
+    extern "C" fn on_usr1(_: libc::c_int) {}
+
+    /// The rejection rule's premise, checked on this kernel: a signal that
+    /// lands inside a section makes the kernel jump to abort_ip *and* clear
+    /// `rseq->rseq_cs`, so a kernel-induced abort never passes as clean.
+    #[test]
+    fn a_kernel_abort_is_recognised() {
+        let rseq_off = native::rseq_offset().expect("rseq registered");
+        let cpu = native::current_cpu().expect("cpu");
+        let built = build(rseq_off, 0, |a, _e| {
+            let top = a.label();
+            a.bind(top);
+            a.dec(8, Rm::R(1));
+            a.jcc(cc::NE, top);
+        })
+        .expect("build");
+        let cs = RseqCs {
+            version: 0,
+            flags: 0,
+            start_ip: built.start_ip,
+            post_commit_offset: built.exits[0] - built.start_ip,
+            abort_ip: built.exits[1],
+        };
+        let mut entry = NativeRegs {
+            rflags: 0x202,
+            ..Default::default()
+        };
+        entry.gpr[4] = STACK_TOP;
+        entry.gpr[1] = 1 << 34; // seconds of spinning: the signal comes first
+        let mut m = Machine::new().expect("mappings");
+        // SAFETY: installing a no-op handler for SIGUSR1 (restored below);
+        // pthread_self/pthread_kill on a live thread.
+        let (old, me) = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGUSR1, &sa, &mut old);
+            (old, libc::pthread_self())
+        };
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            // SAFETY: the recording thread is alive (it joins us below).
+            unsafe { libc::pthread_kill(me, libc::SIGUSR1) };
+        });
+        let (res, before, _, _) =
+            m.run(&built, &cs.to_bytes(), &entry, &vec![0; DATA_LEN], rseq_off);
+        killer.join().expect("join");
+        // SAFETY: restoring the previous disposition.
+        unsafe { libc::sigaction(libc::SIGUSR1, &old, std::ptr::null_mut()) };
+        assert_eq!(
+            res.exit, 1,
+            "the signal did not abort the section (cpu {cpu})"
+        );
+        assert!(
+            res.regs.gpr[1] != 0 && res.regs.gpr[1] < 1 << 34,
+            "loop counter {:x}",
+            res.regs.gpr[1]
+        );
+        let mut entry_area = before;
+        entry_area[8..16].copy_from_slice(&DESC.to_le_bytes());
+        assert_ne!(
+            res.area_at_exit, entry_area,
+            "a kernel abort left struct rseq exactly as a clean run would"
+        );
+        assert_eq!(
+            &res.area_at_exit[8..16],
+            &[0u8; 8],
+            "rseq_cs not cleared by the kernel"
+        );
+    }
 }

@@ -14,7 +14,14 @@ fn fresh_native_recordings_replay_exactly() {
         .map(|t| t.as_secs())
         .unwrap_or(7);
     let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))
-        .args(["record", "--count", "6", "--seed", &seed.to_string(), "--out"])
+        .args([
+            "record",
+            "--count",
+            "6",
+            "--seed",
+            &seed.to_string(),
+            "--out",
+        ])
         .arg(&d)
         .output()
         .expect("run rseq-emu record");
@@ -61,7 +68,16 @@ fn the_same_seed_generates_the_same_sequences() {
     for k in 0..2 {
         let d = base.join(k.to_string());
         let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))
-            .args(["record", "--count", "2", "--seed", "42", "--pattern", "memcpy", "--out"])
+            .args([
+                "record",
+                "--count",
+                "2",
+                "--seed",
+                "42",
+                "--pattern",
+                "memcpy",
+                "--out",
+            ])
             .arg(&d)
             .output()
             .expect("run rseq-emu record");
@@ -83,6 +99,9 @@ fn the_same_seed_generates_the_same_sequences() {
             v["expect"]["memory"][0].clone(),
         ));
     }
-    assert!(codes[0] == codes[1], "seed 42 generated two different cases");
+    assert!(
+        codes[0] == codes[1],
+        "seed 42 generated two different cases"
+    );
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -304,12 +304,18 @@ pub fn pin(cpu: u32) -> Result<libc::cpu_set_t, String> {
     unsafe {
         let mut old: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old) != 0 {
-            return Err(format!("sched_getaffinity: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "sched_getaffinity: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu as usize, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!("sched_setaffinity: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "sched_setaffinity: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(old)
     }

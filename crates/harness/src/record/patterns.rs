@@ -111,8 +111,17 @@ pub struct Gen {
 
 /// The patterns, by name.
 pub const PATTERNS: &[&str] = &[
-    "cmpstore", "addv", "cmp2store", "trystore", "memcpy", "movw16", "flags", "cpuid",
-    "nocommit", "earlyexit", "cpuabort",
+    "cmpstore",
+    "addv",
+    "cmp2store",
+    "trystore",
+    "memcpy",
+    "movw16",
+    "flags",
+    "cpuid",
+    "nocommit",
+    "earlyexit",
+    "cpuabort",
 ];
 
 struct Ctx<'a> {
@@ -294,9 +303,17 @@ fn addv(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
     let cpu_disp = (env.rseq_off + area::CPU_ID as i64) as i32;
     let comment = format!(
         "add-to-memory commit: mov %fs:cpu_id ({} form),%idx; add{} %inc,(%base,%idx,16){}",
-        if fs_form { "%fs:4(%reg)" } else { "absolute disp32" },
+        if fs_form {
+            "%fs:4(%reg)"
+        } else {
+            "absolute disp32"
+        },
         size * 8,
-        if check { "; preceded by a cpu compare" } else { "" }
+        if check {
+            "; preceded by a cpu compare"
+        } else {
+            ""
+        }
     );
     c.finish(
         "addv",
@@ -398,7 +415,11 @@ fn memcpy(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
     let s = c.rng.slots(4);
     let eq = c.rng.pct(80);
     let w = c.rng.value();
-    let n = if c.rng.pct(15) { 0 } else { 1 + c.rng.below(48) };
+    let n = if c.rng.pct(15) {
+        0
+    } else {
+        1 + c.rng.below(48)
+    };
     let so = c.rng.below(0x80 - n.max(1));
     let dof = c.rng.below(0x80 - n.max(1));
     c.regs.gpr[v as usize] = s[0];
@@ -555,8 +576,17 @@ fn cpuid(rng: &mut Rng, env: &Env) -> Result<Gen, String> {
     let abs = (env.rseq_off + field as i64) as i32;
     let comment = format!(
         "cpu number through %fs: form {form} ({}), field {}",
-        ["mov %fs:disp32,%r32", "mov %fs:off(%reg),%r32", "movzwl %fs:disp32,%r32", "cmp %fs:off(%reg),%r32 + setcc"][form as usize],
-        if field == area::CPU_ID { "cpu_id" } else { "cpu_id_start" }
+        [
+            "mov %fs:disp32,%r32",
+            "mov %fs:off(%reg),%r32",
+            "movzwl %fs:disp32,%r32",
+            "cmp %fs:off(%reg),%r32 + setcc"
+        ][form as usize],
+        if field == area::CPU_ID {
+            "cpu_id"
+        } else {
+            "cpu_id_start"
+        }
     );
     c.finish(
         "cpuid",
@@ -618,7 +648,11 @@ fn nocommit(rng: &mut Rng, env: &Env) -> Result<Gen, String> {
                 a.mov_to(8, Rm::M(Mem::bi(base, idx, 1, 0)), newv);
             }
         },
-        if uncond { rseq_emu_x86_64::flags::AF | rseq_emu_x86_64::flags::OF } else { 0 },
+        if uncond {
+            rseq_emu_x86_64::flags::AF | rseq_emu_x86_64::flags::OF
+        } else {
+            0
+        },
     )
 }
 
@@ -640,9 +674,21 @@ fn earlyexit(rng: &mut Rng, env: &Env) -> Result<Gen, String> {
     let use_test = c.rng.pct(50);
     let comment = format!(
         "list pop with early exits: head {}; tag {}; null check with {}",
-        if case == 0 { "empty -> exit label 1" } else { "non-empty" },
-        if case == 1 { "differs -> exit label 2" } else { "matches" },
-        if use_test { "test (AF undefined)" } else { "cmp $0" }
+        if case == 0 {
+            "empty -> exit label 1"
+        } else {
+            "non-empty"
+        },
+        if case == 1 {
+            "differs -> exit label 2"
+        } else {
+            "matches"
+        },
+        if use_test {
+            "test (AF undefined)"
+        } else {
+            "cmp $0"
+        }
     );
     c.finish(
         "earlyexit",
@@ -662,6 +708,10 @@ fn earlyexit(rng: &mut Rng, env: &Env) -> Result<Gen, String> {
             a.mov_from(8, next, Rm::M(Mem::b(node, 0)));
             a.mov_to(8, Rm::M(Mem::b(head, 0)), next);
         },
-        if use_test { rseq_emu_x86_64::flags::AF } else { 0 },
+        if use_test {
+            rseq_emu_x86_64::flags::AF
+        } else {
+            0
+        },
     )
 }
