@@ -206,3 +206,55 @@ fn an_altered_expectation_is_a_mismatch_naming_the_field() {
     assert_eq!(o.status.code(), Some(1));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The `elf` form of `code`: the bundled cmpstore-001 rebuilt as an ELF file
+/// (code at its link address, the descriptor in .data) replays the same.
+#[test]
+fn an_elf_referenced_fixture_replays() {
+    let mut v = sample("cmpstore-001.json");
+    let code = v["code"]["bytes"].as_str().expect("code").to_string();
+    let bytes: Vec<String> = (0..code.len() / 2)
+        .map(|i| format!("0x{}", &code[2 * i..2 * i + 2]))
+        .collect();
+    let d = &v["descriptor"];
+    let asm = format!(
+        ".text\n.globl _start\n_start:\n.byte {}\n.data\n.balign 32\n.long 0,0\n.quad {},{},{}\n",
+        bytes.join(","),
+        d["start_ip"].as_str().expect("start"),
+        d["post_commit_offset"].as_str().expect("off"),
+        d["abort_ip"].as_str().expect("abort")
+    );
+    let desc = d["address"].as_str().expect("address").to_string();
+    let text = v["code"]["address"].as_str().expect("address").to_string();
+    let dir = tmpdir("elf");
+    std::fs::write(dir.join("seq.s"), asm).expect("write");
+    let o = Command::new("gcc")
+        .args(["-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none"])
+        .arg(format!("-Wl,-Ttext={text}"))
+        .arg(format!("-Wl,-Tdata={desc}"))
+        .args(["-o", "seq.elf", "seq.s"])
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("this test needs gcc: {e}"));
+    assert!(o.status.success(), "gcc: {}", text(&o));
+    let obj = v.as_object_mut().expect("object");
+    obj.remove("code");
+    obj.remove("descriptor");
+    obj.insert(
+        "elf".into(),
+        serde_json::json!({ "path": "seq.elf", "descriptor": desc }),
+    );
+    let p = dir.join("elf.json");
+    std::fs::write(&p, serde_json::to_string(&v).expect("ser")).expect("write");
+    let o = replay(&[&p], false);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("1 fixtures: 1 match"), "{}", text(&o));
+
+    // A descriptor address outside the ELF file is a clear error.
+    v["elf"]["descriptor"] = Value::String("0x12345000".into());
+    std::fs::write(&p, serde_json::to_string(&v).expect("ser")).expect("write");
+    let o = replay(&[&p], false);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("elf.descriptor"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
