@@ -225,12 +225,12 @@ fn an_elf_referenced_fixture_replays() {
         d["abort_ip"].as_str().expect("abort")
     );
     let desc = d["address"].as_str().expect("address").to_string();
-    let text = v["code"]["address"].as_str().expect("address").to_string();
+    let text_addr = v["code"]["address"].as_str().expect("address").to_string();
     let dir = tmpdir("elf");
     std::fs::write(dir.join("seq.s"), asm).expect("write");
     let o = Command::new("gcc")
         .args(["-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none"])
-        .arg(format!("-Wl,-Ttext={text}"))
+        .arg(format!("-Wl,-Ttext={text_addr}"))
         .arg(format!("-Wl,-Tdata={desc}"))
         .args(["-o", "seq.elf", "seq.s"])
         .current_dir(&dir)
