@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod fixture;
 mod gdbserve;
+mod record;
+mod replay;
 mod scan;
 mod singlestep;
 mod stress;
@@ -29,6 +32,10 @@ enum Cmd {
     Stress(stress::Args),
     /// Native sequence vs syscall vs engine, side by side.
     Bench(bench::Args),
+    /// Replay fixtures through the emulator and compare with the recorded machine.
+    Replay(replay::Args),
+    /// Record x86_64 fixtures by running sequences natively under the kernel's rseq.
+    Record(record::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +51,8 @@ fn main() -> ExitCode {
         Cmd::GdbServe(a) => gdbserve::run(a),
         Cmd::Stress(a) => stress::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Replay(a) => replay::run(a),
+        Cmd::Record(a) => record::run(a),
     };
     match r {
         Ok(code) => code,
