@@ -361,22 +361,8 @@ pub fn scan_bytes(path: &str, bytes: &[u8], opts: &Options) -> Result<FileReport
     // Descriptor addresses.
     let mut descs: BTreeMap<u64, Source> = BTreeMap::new();
     if let Some(sh) = section("__rseq_cs_ptr_array") {
-        if !sh.sh_size.is_multiple_of(8) {
-            problems.push(format!(
-                "__rseq_cs_ptr_array is {} bytes, not a multiple of 8: the trailing bytes are ignored",
-                sh.sh_size
-            ));
-        }
-        for i in 0..sh.sh_size / 8 {
-            let at = sh.sh_addr + i * 8;
-            match image.read_u64(at) {
-                Some(p) => {
-                    descs.entry(p).or_insert(Source::PtrArray);
-                }
-                None => problems.push(format!(
-                    "__rseq_cs_ptr_array entry at 0x{at:x} lies outside every loaded segment"
-                )),
-            }
+        for [p] in word_array::<1>(&image, "__rseq_cs_ptr_array", sh, &mut problems) {
+            descs.entry(p).or_insert(Source::PtrArray);
         }
     } else if let Some((sh, src)) = section("__rseq_cs")
         .map(|s| (s, Source::CsSection))
@@ -397,22 +383,8 @@ pub fn scan_bytes(path: &str, bytes: &[u8], opts: &Options) -> Result<FileReport
     // Exit points.
     let mut exits: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
     if let Some(sh) = section("__rseq_exit_point_array") {
-        if !sh.sh_size.is_multiple_of(16) {
-            problems.push(format!(
-                "__rseq_exit_point_array is {} bytes, not a multiple of 16",
-                sh.sh_size
-            ));
-        }
-        for i in 0..sh.sh_size / 16 {
-            let at = sh.sh_addr + i * 16;
-            match (image.read_u64(at), image.read_u64(at + 8)) {
-                (Some(s), Some(e)) => {
-                    exits.entry(s).or_default().insert(e);
-                }
-                _ => problems.push(format!(
-                    "__rseq_exit_point_array entry at 0x{at:x} lies outside every loaded segment"
-                )),
-            }
+        for [start, exit] in word_array::<2>(&image, "__rseq_exit_point_array", sh, &mut problems) {
+            exits.entry(start).or_default().insert(exit);
         }
     }
 
@@ -443,6 +415,44 @@ pub fn scan_bytes(path: &str, bytes: &[u8], opts: &Options) -> Result<FileReport
         sequences,
         problems,
     })
+}
+
+/// The entries of an array section of `N` 64-bit words per entry, as the
+/// relocated image holds them. A size that is not a whole number of entries
+/// and entries outside every loaded segment are reported in `problems`.
+fn word_array<const N: usize>(
+    image: &Image,
+    name: &str,
+    sh: &goblin::elf::SectionHeader,
+    problems: &mut Vec<String>,
+) -> Vec<[u64; N]> {
+    let entry = 8 * N as u64;
+    if !sh.sh_size.is_multiple_of(entry) {
+        problems.push(format!(
+            "{name} is {} bytes, not a multiple of {entry}: the trailing bytes are ignored",
+            sh.sh_size
+        ));
+    }
+    let mut out = Vec::new();
+    for i in 0..sh.sh_size / entry {
+        let at = sh.sh_addr + i * entry;
+        let mut words = [0u64; N];
+        let mut inside = true;
+        for (k, w) in words.iter_mut().enumerate() {
+            match image.read_u64(at + 8 * k as u64) {
+                Some(v) => *w = v,
+                None => inside = false,
+            }
+        }
+        if inside {
+            out.push(words);
+        } else {
+            problems.push(format!(
+                "{name} entry at 0x{at:x} lies outside every loaded segment"
+            ));
+        }
+    }
+    out
 }
 
 /// Scan the file at `path`.
