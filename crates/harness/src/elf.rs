@@ -346,10 +346,7 @@ pub fn scan_bytes(path: &str, bytes: &[u8], opts: &Options) -> Result<FileReport
         }
     }
     if let Some(d) = &elf.dynamic {
-        // DT_RELR = 36: packed relative relocations are not decoded here.
-        if d.dyns.iter().any(|e| e.d_tag == 36) {
-            problems.push("the file uses packed relative relocations (DT_RELR), which the scanner does not apply: pointer values in PIE/shared builds may read as 0".to_string());
-        }
+        apply_relr(&mut image, &d.dyns, &mut problems);
     }
 
     let section = |name: &str| {
@@ -415,6 +412,58 @@ pub fn scan_bytes(path: &str, bytes: &[u8], opts: &Options) -> Result<FileReport
         sequences,
         problems,
     })
+}
+
+/// Packed relative relocations (`DT_RELR`, `ld -z pack-relative-relocs`).
+/// Their addends are stored in place, so the link-time image already holds
+/// each relocated word's link-time value; decoding the table records which
+/// words are relocated (as the RELA path does) and reports a table that
+/// lies outside the image or names words outside it.
+fn apply_relr(image: &mut Image, dyns: &[goblin::elf::dynamic::Dyn], problems: &mut Vec<String>) {
+    const DT_RELRSZ: u64 = 35;
+    const DT_RELR: u64 = 36;
+    let tag = |t: u64| dyns.iter().find(|e| e.d_tag == t).map(|e| e.d_val);
+    let Some(table) = tag(DT_RELR) else {
+        return;
+    };
+    let size = tag(DT_RELRSZ).unwrap_or(0);
+    if !size.is_multiple_of(8) {
+        problems.push(format!(
+            "DT_RELRSZ is {size} bytes, not a multiple of 8: the trailing bytes are ignored"
+        ));
+    }
+    let mut relocated = Vec::new();
+    let mut next = 0u64;
+    for i in 0..size / 8 {
+        let Some(entry) = image.read_u64(table.wrapping_add(8 * i)) else {
+            problems.push(format!(
+                "DT_RELR table entry at 0x{:x} lies outside every loaded segment: packed relocations after it are not applied",
+                table.wrapping_add(8 * i)
+            ));
+            return;
+        };
+        if entry & 1 == 0 {
+            relocated.push(entry);
+            next = entry.wrapping_add(8);
+        } else {
+            for bit in 0..63 {
+                if (entry >> (bit + 1)) & 1 == 1 {
+                    relocated.push(next.wrapping_add(8 * bit));
+                }
+            }
+            next = next.wrapping_add(63 * 8);
+        }
+    }
+    for at in relocated {
+        match image.read_u64(at) {
+            Some(v) => {
+                image.relocs.insert(at, v);
+            }
+            None => problems.push(format!(
+                "DT_RELR relocates the word at 0x{at:x}, which lies outside every loaded segment"
+            )),
+        }
+    }
 }
 
 /// The entries of an array section of `N` 64-bit words per entry, as the
