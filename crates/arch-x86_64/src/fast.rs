@@ -39,27 +39,74 @@ impl Width {
     }
 }
 
-/// The arithmetic/logic operation of an ALU form.
+/// An ALU operation as parameters of one branch-free computation.
+///
+/// Arithmetic: `a + (b ^ inv) + cin` with `cin = k ^ (CF & use_cf)`, then
+/// CF and AF flipped by `flip` for subtraction (the borrow is the inverted
+/// carry): add `inv=0,k=0`; adc `use_cf`; sub/cmp `inv=mask,k=1,flip`; sbb
+/// `inv=mask,k=1,use_cf,flip`. Logic: `(a&b&and) | ((a|b)&or) | ((a^b)&xor)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alu {
-    /// add
-    Add,
-    /// adc
-    Adc,
-    /// sub
-    Sub,
-    /// sbb
-    Sbb,
-    /// cmp (sub without the write)
-    Cmp,
-    /// and
-    And,
-    /// or
-    Or,
-    /// xor
-    Xor,
-    /// test (and without the write)
-    Test,
+    /// add adc sub sbb cmp.
+    Arith {
+        /// `mask` for sub/sbb/cmp, else 0.
+        inv: u64,
+        /// Constant carry-in (1 for sub/sbb/cmp).
+        k: u64,
+        /// 1 when CF feeds the carry (adc, sbb).
+        use_cf: u64,
+        /// `CF | AF` for sub/sbb/cmp, else 0.
+        flip: u64,
+        /// Whether the result is written (not for cmp).
+        write: bool,
+    },
+    /// and or xor test.
+    Logic {
+        /// All ones for and/test.
+        and: u64,
+        /// All ones for or.
+        or: u64,
+        /// All ones for xor.
+        xor: u64,
+        /// Whether the result is written (not for test).
+        write: bool,
+    },
+}
+
+impl Alu {
+    fn of(kind: Kind, mask: u64) -> Option<Alu> {
+        let arith = |inv, k, use_cf, write| Alu::Arith {
+            inv,
+            k,
+            use_cf,
+            flip: if inv != 0 { CF | AF } else { 0 },
+            write,
+        };
+        let logic = |and, or, xor, write| Alu::Logic {
+            and,
+            or,
+            xor,
+            write,
+        };
+        Some(match kind {
+            Kind::Add => arith(0, 0, 0, true),
+            Kind::Adc => arith(0, 0, 1, true),
+            Kind::Sub => arith(mask, 1, 0, true),
+            Kind::Sbb => arith(mask, 1, 1, true),
+            Kind::Cmp => arith(mask, 1, 0, false),
+            Kind::And => logic(!0, 0, 0, true),
+            Kind::Or => logic(0, !0, 0, true),
+            Kind::Xor => logic(0, 0, !0, true),
+            Kind::Test => logic(!0, 0, 0, false),
+            _ => return None,
+        })
+    }
+
+    fn writes(self) -> bool {
+        match self {
+            Alu::Arith { write, .. } | Alu::Logic { write, .. } => write,
+        }
+    }
 }
 
 /// How a load into a register extends its value.
@@ -134,19 +181,7 @@ fn low(o: &Opnd) -> Option<u8> {
 /// Pick the specialised form of `op`.
 pub fn select(op: &Op) -> Fast {
     let w = Width::new(op.size.clamp(1, 8));
-    let alu = match op.kind {
-        Kind::Add => Some(Alu::Add),
-        Kind::Adc => Some(Alu::Adc),
-        Kind::Sub => Some(Alu::Sub),
-        Kind::Sbb => Some(Alu::Sbb),
-        Kind::Cmp => Some(Alu::Cmp),
-        Kind::And => Some(Alu::And),
-        Kind::Or => Some(Alu::Or),
-        Kind::Xor => Some(Alu::Xor),
-        Kind::Test => Some(Alu::Test),
-        _ => None,
-    };
-    if let Some(alu) = alu {
+    if let Some(alu) = Alu::of(op.kind, w.mask) {
         return match (op.dst, op.src) {
             (Opnd::Reg { .. }, Opnd::Reg { .. }) => match (low(&op.dst), low(&op.src)) {
                 (Some(d), Some(s)) => Fast::AluRR { op: alu, d, s, w },
@@ -279,35 +314,24 @@ fn sub(a: u64, b: u64, c: u64, w: Width) -> (u64, u64) {
     (r, f)
 }
 
-/// One ALU operation on masked operands: result, flags, whether it writes.
+/// One ALU operation on masked operands: result and flags, branch-free.
 #[inline(always)]
-fn alu(op: Alu, a: u64, b: u64, rflags: u64, w: Width) -> (u64, u64, bool) {
-    let cf = rflags & CF;
+fn alu(op: Alu, a: u64, b: u64, rflags: u64, w: Width) -> (u64, u64) {
     match op {
-        Alu::Add => {
-            let (r, f) = add(a, b, 0, w);
-            (r, f, true)
+        Alu::Arith {
+            inv,
+            k,
+            use_cf,
+            flip,
+            ..
+        } => {
+            let (r, f) = add(a, b ^ inv, k ^ (rflags & use_cf), w);
+            (r, f ^ flip)
         }
-        Alu::Adc => {
-            let (r, f) = add(a, b, cf, w);
-            (r, f, true)
+        Alu::Logic { and, or, xor, .. } => {
+            let r = (a & b & and) | ((a | b) & or) | ((a ^ b) & xor);
+            (r, szp(r, w))
         }
-        Alu::Sub => {
-            let (r, f) = sub(a, b, 0, w);
-            (r, f, true)
-        }
-        Alu::Sbb => {
-            let (r, f) = sub(a, b, cf, w);
-            (r, f, true)
-        }
-        Alu::Cmp => {
-            let (r, f) = sub(a, b, 0, w);
-            (r, f, false)
-        }
-        Alu::And => (a & b, szp(a & b, w), true),
-        Alu::Or => (a | b, szp(a | b, w), true),
-        Alu::Xor => (a ^ b, szp(a ^ b, w), true),
-        Alu::Test => (a & b, szp(a & b, w), false),
     }
 }
 
@@ -366,16 +390,16 @@ pub fn execute<M: Memory + ?Sized>(
         Fast::AluRR { op, d, s, w } => {
             let a = st.gpr[d as usize] & w.mask;
             let b = st.gpr[s as usize] & w.mask;
-            let (r, f, wr) = alu(op, a, b, st.rflags, w);
-            if wr {
+            let (r, f) = alu(op, a, b, st.rflags, w);
+            if op.writes() {
                 put(st, d, r, w);
             }
             set_status(st, f);
         }
         Fast::AluRI { op, d, v, w } => {
             let a = st.gpr[d as usize] & w.mask;
-            let (r, f, wr) = alu(op, a, v, st.rflags, w);
-            if wr {
+            let (r, f) = alu(op, a, v, st.rflags, w);
+            if op.writes() {
                 put(st, d, r, w);
             }
             set_status(st, f);
@@ -383,8 +407,8 @@ pub fn execute<M: Memory + ?Sized>(
         Fast::AluRM { op, d, m, w } => {
             let b = load(mem, ea(&m, st), w.size)?;
             let a = st.gpr[d as usize] & w.mask;
-            let (r, f, wr) = alu(op, a, b, st.rflags, w);
-            if wr {
+            let (r, f) = alu(op, a, b, st.rflags, w);
+            if op.writes() {
                 put(st, d, r, w);
             }
             set_status(st, f);
@@ -393,8 +417,8 @@ pub fn execute<M: Memory + ?Sized>(
             let addr = ea(&m, st);
             let a = load(mem, addr, w.size)?;
             let b = st.gpr[s as usize] & w.mask;
-            let (r, f, wr) = alu(op, a, b, st.rflags, w);
-            if wr {
+            let (r, f) = alu(op, a, b, st.rflags, w);
+            if op.writes() {
                 store(mem, addr, w.size, r)?;
             }
             set_status(st, f);
@@ -402,8 +426,8 @@ pub fn execute<M: Memory + ?Sized>(
         Fast::AluMI { op, m, v, w } => {
             let addr = ea(&m, st);
             let a = load(mem, addr, w.size)?;
-            let (r, f, wr) = alu(op, a, v, st.rflags, w);
-            if wr {
+            let (r, f) = alu(op, a, v, st.rflags, w);
+            if op.writes() {
                 store(mem, addr, w.size, r)?;
             }
             set_status(st, f);
@@ -430,46 +454,69 @@ mod tests {
     use super::*;
     use crate::eflags;
 
+    const VALS: [u64; 18] = [
+        0,
+        1,
+        2,
+        0x0f,
+        0x10,
+        0x7f,
+        0x80,
+        0xff,
+        0x7fff,
+        0x8000,
+        0xffff,
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+        0x7fff_ffff_ffff_ffff,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+        0x1234_5678_9abc_def0,
+    ];
+
     /// The branch-free flag formulas agree with the width-generic ones
-    /// (which the oracle checks against the CPU) on boundary values.
+    /// (which the oracle checks against the CPU) on boundary values, for
+    /// every ALU operation and carry-in.
     #[test]
-    fn add_sub_flags_match_the_generic_formulas() {
-        let vals = [
-            0u64,
-            1,
-            2,
-            0x0f,
-            0x10,
-            0x7f,
-            0x80,
-            0xff,
-            0x7fff,
-            0x8000,
-            0xffff,
-            0x7fff_ffff,
-            0x8000_0000,
-            0xffff_ffff,
-            0x7fff_ffff_ffff_ffff,
-            0x8000_0000_0000_0000,
-            u64::MAX,
-            0x1234_5678_9abc_def0,
+    fn alu_matches_the_generic_formulas() {
+        let kinds = [
+            Kind::Add,
+            Kind::Adc,
+            Kind::Sub,
+            Kind::Sbb,
+            Kind::Cmp,
+            Kind::And,
+            Kind::Or,
+            Kind::Xor,
+            Kind::Test,
         ];
         for size in [1u8, 2, 4, 8] {
             let w = Width::new(size);
-            for &a in &vals {
-                for &b in &vals {
+            for &a in &VALS {
+                for &b in &VALS {
+                    let (a, b) = (a & w.mask, b & w.mask);
                     for c in [0, 1] {
-                        let (a, b) = (a & w.mask, b & w.mask);
-                        assert_eq!(
-                            add(a, b, c, w),
-                            eflags::add(a, b, c, size),
-                            "add {a:#x} {b:#x} {c} /{size}"
-                        );
-                        assert_eq!(
-                            sub(a, b, c, w),
-                            eflags::sub(a, b, c, size),
-                            "sub {a:#x} {b:#x} {c} /{size}"
-                        );
+                        assert_eq!(add(a, b, c, w), eflags::add(a, b, c, size));
+                        assert_eq!(sub(a, b, c, w), eflags::sub(a, b, c, size));
+                        for kind in kinds {
+                            let op = Alu::of(kind, w.mask).unwrap();
+                            let want = match kind {
+                                Kind::Add => eflags::add(a, b, 0, size),
+                                Kind::Adc => eflags::add(a, b, c, size),
+                                Kind::Sub | Kind::Cmp => eflags::sub(a, b, 0, size),
+                                Kind::Sbb => eflags::sub(a, b, c, size),
+                                Kind::And | Kind::Test => (a & b, eflags::logic(a & b, size)),
+                                Kind::Or => (a | b, eflags::logic(a | b, size)),
+                                _ => (a ^ b, eflags::logic(a ^ b, size)),
+                            };
+                            assert_eq!(
+                                alu(op, a, b, c | 0x202, w),
+                                want,
+                                "{kind:?} {a:#x} {b:#x} cf={c} /{size}"
+                            );
+                            assert_eq!(op.writes(), !matches!(kind, Kind::Cmp | Kind::Test));
+                        }
                     }
                 }
             }
@@ -488,7 +535,13 @@ mod tests {
         assert!(matches!(
             select(&op),
             Fast::AluRR {
-                op: Alu::Add,
+                op: Alu::Arith {
+                    inv: 0,
+                    k: 0,
+                    use_cf: 0,
+                    write: true,
+                    ..
+                },
                 d: 0,
                 s: 6,
                 ..
