@@ -192,10 +192,16 @@ pub struct Op {
 
 /// Disassemble `insn` in AT&T syntax.
 pub fn format(insn: &Instruction) -> String {
-    let mut f = GasFormatter::new();
-    f.options_mut().set_first_operand_char_index(0);
-    let mut s = String::new();
-    f.format(insn, &mut s);
+    thread_local! {
+        // Building a formatter costs as much as formatting: keep one.
+        static GAS: std::cell::RefCell<GasFormatter> = std::cell::RefCell::new({
+            let mut f = GasFormatter::new();
+            f.options_mut().set_first_operand_char_index(0);
+            f
+        });
+    }
+    let mut s = String::with_capacity(32);
+    GAS.with(|f| f.borrow_mut().format(insn, &mut s));
     s
 }
 

@@ -227,11 +227,14 @@ impl<A: Arch + ?Sized> Program<A> {
                 post_commit_ip,
             });
         }
+        // About one instruction per 4 bytes; growing these vectors copies
+        // every decoded instruction again.
+        let guess = (len as usize / 4 + 4).min(4096);
         let mut p = Program {
             start_ip,
             post_commit_ip,
-            ops: Vec::new(),
-            insns: Vec::new(),
+            ops: Vec::with_capacity(guess),
+            insns: Vec::with_capacity(guess),
             index: vec![0; len as usize],
             reachable: Vec::new(),
             succ: Vec::new(),
