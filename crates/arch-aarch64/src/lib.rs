@@ -20,6 +20,7 @@ mod alu;
 mod branch;
 mod decode;
 mod exec;
+pub mod fuzzing;
 mod mem;
 mod op;
 pub mod signature;
