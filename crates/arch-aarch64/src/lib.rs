@@ -8,3 +8,6 @@ mod state;
 
 pub use decode::{Aarch64, Op};
 pub use state::{nzcv, A64State};
+pub mod gen;
+#[cfg(feature = "oracle")]
+pub mod oracle;

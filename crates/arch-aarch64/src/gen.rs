@@ -1,0 +1,1 @@
+//! Random case generators (filled below).
