@@ -185,6 +185,10 @@ static void unmap_all(void) {
     nregions = 0;
 }
 
+static int prot_of(uint32_t p) {
+    return (p & 1 ? PROT_READ : 0) | (p & 2 ? PROT_WRITE : 0) | (p & 4 ? PROT_EXEC : 0);
+}
+
 int main(void) {
     stack_t ss = {.ss_sp = altstack, .ss_size = sizeof(altstack), .ss_flags = 0};
     sigaltstack(&ss, 0);
@@ -205,7 +209,6 @@ int main(void) {
         uint32_t n = hdr[1];
         size_t used = 0;
         int bad = 0;
-        unmap_all();
         struct region rs[MAX_REGIONS];
         for (uint32_t i = 0; i < n; i++) {
             uint64_t h[3];
@@ -223,7 +226,35 @@ int main(void) {
         }
         if (read_full(&in_state, sizeof(in_state)))
             return 2;
-        for (uint32_t i = 0; i < n && !bad; i++) {
+        int same = n == nregions;
+        for (uint32_t i = 0; i < n && same; i++)
+            same = rs[i].addr == regions[i].addr && rs[i].len == regions[i].len &&
+                   rs[i].prot == regions[i].prot;
+        if (same) {
+            /* The same layout as the previous case: refill in place. */
+            for (uint32_t i = 0; i < n && !bad; i++) {
+                uint8_t *at = (uint8_t *)rs[i].addr;
+                if (rs[i].prot & 2) {
+                    memcpy(at, rs[i].bytes, rs[i].len);
+                    continue;
+                }
+                if (!memcmp(at, rs[i].bytes, rs[i].len))
+                    continue;
+                uint64_t lo = rs[i].addr & ~(PAGE - 1);
+                uint64_t hi = (rs[i].addr + rs[i].len + PAGE - 1) & ~(PAGE - 1);
+                if (mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE) ||
+                    (memcpy(at, rs[i].bytes, rs[i].len), 0) ||
+                    mprotect((void *)lo, hi - lo, prot_of(rs[i].prot))) {
+                    setup_error("mprotect", lo, errno);
+                    bad = 1;
+                }
+                if (rs[i].prot & 4)
+                    __builtin___clear_cache((char *)lo, (char *)hi);
+            }
+        } else {
+            unmap_all();
+        }
+        for (uint32_t i = 0; i < n && !bad && !same; i++) {
             uint64_t lo = rs[i].addr & ~(PAGE - 1);
             uint64_t hi = (rs[i].addr + rs[i].len + PAGE - 1) & ~(PAGE - 1);
             void *p = mmap((void *)lo, hi - lo, PROT_READ | PROT_WRITE,
@@ -238,15 +269,15 @@ int main(void) {
             }
             regions[nregions++] = rs[i];
             memcpy((void *)rs[i].addr, rs[i].bytes, rs[i].len);
-            int prot = (rs[i].prot & 1 ? PROT_READ : 0) | (rs[i].prot & 2 ? PROT_WRITE : 0) |
-                       (rs[i].prot & 4 ? PROT_EXEC : 0);
             if (rs[i].prot & 4)
                 __builtin___clear_cache((char *)lo, (char *)hi);
-            if (mprotect((void *)lo, hi - lo, prot)) {
+            if (mprotect((void *)lo, hi - lo, prot_of(rs[i].prot))) {
                 setup_error("mprotect", lo, errno);
                 bad = 1;
             }
         }
+        if (bad)
+            unmap_all();
         if (bad)
             continue;
         alarm(2);

@@ -8,6 +8,7 @@ mod state;
 
 pub use decode::{Aarch64, Op};
 pub use state::{nzcv, A64State};
+#[cfg(feature = "oracle")]
 pub mod gen;
 #[cfg(feature = "oracle")]
 pub mod oracle;

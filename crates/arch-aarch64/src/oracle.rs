@@ -140,7 +140,6 @@ pub struct QemuOracle {
     child: Child,
     to: BufWriter<ChildStdin>,
     from: BufReader<ChildStdout>,
-    buf: Vec<u8>,
 }
 
 /// The path of the harness binary built by `build.rs`.
@@ -210,7 +209,6 @@ impl QemuOracle {
             child,
             to: BufWriter::with_capacity(1 << 16, to),
             from: BufReader::with_capacity(1 << 16, from),
-            buf: Vec::new(),
         })
     }
 
@@ -247,26 +245,26 @@ impl QemuOracle {
         Ok(())
     }
 
-    /// Run one case to its first signal.
-    pub fn run(&mut self, case: &Case) -> Result<OracleResult, OracleError> {
-        Self::validate(case)?;
-        let b = &mut self.buf;
-        b.clear();
-        b.extend(MAGIC_CASE.to_le_bytes());
-        b.extend((case.regions.len() as u32).to_le_bytes());
+    fn encode(buf: &mut Vec<u8>, case: &Case) {
+        buf.extend(MAGIC_CASE.to_le_bytes());
+        buf.extend((case.regions.len() as u32).to_le_bytes());
         for r in &case.regions {
             let prot = 1 | (u64::from(r.writable) << 1) | (u64::from(r.exec) << 2);
             for v in [r.addr, r.bytes.len() as u64, prot] {
-                b.extend(v.to_le_bytes());
+                buf.extend(v.to_le_bytes());
             }
-            b.extend(&r.bytes);
+            buf.extend(&r.bytes);
         }
-        put_state(b, &case.state);
+        put_state(buf, &case.state);
+    }
+
+    fn read_result(
+        from: &mut BufReader<ChildStdout>,
+        case: &Case,
+    ) -> Result<Result<OracleResult, OracleError>, OracleError> {
         let broke = |e: std::io::Error| OracleError::Protocol(format!("pipe: {e}"));
-        self.to.write_all(&self.buf).map_err(broke)?;
-        self.to.flush().map_err(broke)?;
         let mut hdr = [0u8; 8];
-        self.from.read_exact(&mut hdr).map_err(broke)?;
+        from.read_exact(&mut hdr).map_err(broke)?;
         let w = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
         if w(&hdr, 0) != MAGIC_RESULT {
             return Err(OracleError::Protocol(format!(
@@ -275,28 +273,94 @@ impl QemuOracle {
         }
         if w(&hdr, 4) == 1 {
             let mut len = [0u8; 4];
-            self.from.read_exact(&mut len).map_err(broke)?;
+            from.read_exact(&mut len).map_err(broke)?;
             let mut msg = vec![0u8; u32::from_le_bytes(len) as usize];
-            self.from.read_exact(&mut msg).map_err(broke)?;
-            return Err(OracleError::Setup(
+            from.read_exact(&mut msg).map_err(broke)?;
+            return Ok(Err(OracleError::Setup(
                 String::from_utf8_lossy(&msg).into_owned(),
-            ));
+            )));
         }
         let mut fixed = vec![0u8; 16 + STATE_BYTES];
-        self.from.read_exact(&mut fixed).map_err(broke)?;
+        from.read_exact(&mut fixed).map_err(broke)?;
         let mut memory = Vec::new();
         for r in case.regions.iter().filter(|r| r.writable) {
             let mut bytes = vec![0u8; r.bytes.len()];
-            self.from.read_exact(&mut bytes).map_err(broke)?;
+            from.read_exact(&mut bytes).map_err(broke)?;
             memory.push((r.addr, bytes));
         }
-        Ok(OracleResult {
+        Ok(Ok(OracleResult {
             signal: w(&fixed, 0),
             code: w(&fixed, 4),
             addr: u64::from_le_bytes(fixed[8..16].try_into().unwrap_or_default()),
             state: get_state(&fixed[16..]),
             memory,
-        })
+        }))
+    }
+
+    /// Run one case to its first signal.
+    pub fn run(&mut self, case: &Case) -> Result<OracleResult, OracleError> {
+        self.run_batch(std::slice::from_ref(case))
+            .pop()
+            .unwrap_or_else(|| Err(OracleError::Protocol("no result".into())))
+    }
+
+    /// Run many cases, streaming them to qemu while results come back (a
+    /// writer thread keeps the pipe full, so the two processes do not wait
+    /// for each other case by case). One result per case, in order.
+    pub fn run_batch(&mut self, cases: &[Case]) -> Vec<Result<OracleResult, OracleError>> {
+        let mut out = Vec::with_capacity(cases.len());
+        let valid: Vec<Result<(), OracleError>> = cases.iter().map(Self::validate).collect();
+        let (to, from, child) = (&mut self.to, &mut self.from, &mut self.child);
+        let mut broken: Option<OracleError> = None;
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| -> Result<(), std::io::Error> {
+                let mut buf = Vec::new();
+                for (c, v) in cases.iter().zip(&valid) {
+                    if v.is_ok() {
+                        buf.clear();
+                        Self::encode(&mut buf, c);
+                        to.write_all(&buf)?;
+                    }
+                }
+                to.flush()
+            });
+            for (c, v) in cases.iter().zip(&valid) {
+                if let Err(e) = v {
+                    out.push(Err(e.clone()));
+                    continue;
+                }
+                if let Some(e) = &broken {
+                    out.push(Err(e.clone()));
+                    continue;
+                }
+                match Self::read_result(from, c) {
+                    Ok(r) => out.push(r),
+                    Err(e) => {
+                        // Unblock the writer: the harness is unusable.
+                        let _ = child.kill();
+                        broken = Some(e.clone());
+                        out.push(Err(e));
+                    }
+                }
+            }
+            if let Ok(Err(e)) = writer.join() {
+                if broken.is_none() {
+                    broken = Some(OracleError::Protocol(format!("pipe: {e}")));
+                }
+            }
+        });
+        if let Some(e) = broken {
+            // A broken pipe poisons the rest; a dead harness reports here.
+            for r in out.iter_mut() {
+                if r.is_ok() {
+                    continue;
+                }
+                if !matches!(r, Err(OracleError::BadCase(_) | OracleError::Setup(_))) {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        out
     }
 }
 
@@ -373,6 +437,41 @@ fn diff_states(q: &A64State, e: &A64State, out: &mut Vec<String>) {
     }
 }
 
+/// The executor's side of a case, before qemu runs it.
+struct Emulated {
+    prog: Program<Aarch64>,
+    state: A64State,
+    mem: SparseMemory,
+    outcome: Outcome,
+    steps: u64,
+}
+
+fn emulate(case: &Case, start: u64, end: u64) -> Result<Result<Emulated, Verdict>, String> {
+    let code = case
+        .regions
+        .iter()
+        .find(|r| r.exec && start >= r.addr && end <= r.addr + r.bytes.len() as u64)
+        .ok_or_else(|| format!("no exec region covers [{start:#x}, {end:#x})"))?;
+    let prog = Program::<Aarch64>::decode(&code.bytes, code.addr, start, end)
+        .map_err(|e| e.to_string())?;
+    let mut mem = sparse_memory(case);
+    let mut state = case.state;
+    state.pc = start;
+    let r = prog.run(&mut state, &mut mem, 256);
+    match r.outcome {
+        Outcome::Unsupported { .. } => return Ok(Err(Verdict::Unsupported)),
+        Outcome::BudgetExceeded { .. } => return Ok(Err(Verdict::Budget)),
+        _ => {}
+    }
+    Ok(Ok(Emulated {
+        prog,
+        state,
+        mem,
+        outcome: r.outcome,
+        steps: r.steps,
+    }))
+}
+
 /// Run `case` on the executor over the section `[start, end)` (the
 /// instructions are read from the case's exec regions) and, if the executor
 /// ran it to an exit or a fault, under qemu; compare everything.
@@ -386,34 +485,67 @@ fn diff_states(q: &A64State, e: &A64State, out: &mut Vec<String>) {
 ///   Memory is not compared: the ARM ARM leaves the locations a faulting
 ///   store writes UNKNOWN (qemu splits `stp` into two stores).
 pub fn check(o: &mut QemuOracle, case: &Case, start: u64, end: u64) -> Result<Verdict, String> {
-    let code = case
-        .regions
-        .iter()
-        .find(|r| r.exec && start >= r.addr && end <= r.addr + r.bytes.len() as u64)
-        .ok_or_else(|| format!("no exec region covers [{start:#x}, {end:#x})"))?;
-    let prog = Program::<Aarch64>::decode(&code.bytes, code.addr, start, end)
-        .map_err(|e| e.to_string())?;
-    let mut mem = sparse_memory(case);
-    let mut st = case.state;
-    st.pc = start;
-    let r = prog.run(&mut st, &mut mem, 256);
-    let fault: Option<MemFault> = match &r.outcome {
-        Outcome::Committed | Outcome::Exited { .. } => None,
+    check_batch(o, &[(case, start, end)])
+        .pop()
+        .unwrap_or(Ok(Verdict::Unsupported))
+}
+
+/// [`check`] over many cases, with one streamed qemu batch.
+pub fn check_batch(
+    o: &mut QemuOracle,
+    items: &[(&Case, u64, u64)],
+) -> Vec<Result<Verdict, String>> {
+    let mut emu = Vec::with_capacity(items.len());
+    let mut to_run = Vec::new();
+    for &(case, start, end) in items {
+        let e = emulate(case, start, end);
+        if let Ok(Ok(_)) = &e {
+            let mut q = case.clone();
+            q.state.pc = start;
+            to_run.push(q);
+        }
+        emu.push(e);
+    }
+    let mut results = o.run_batch(&to_run).into_iter();
+    let mut qcases = to_run.iter();
+    emu.into_iter()
+        .map(|e| match e {
+            Err(s) => Err(s),
+            Ok(Err(v)) => Ok(v),
+            Ok(Ok(em)) => {
+                let q = results
+                    .next()
+                    .unwrap_or_else(|| Err(OracleError::Protocol("missing result".into())));
+                let qcase = qcases.next().cloned().unwrap_or_default();
+                match q {
+                    Ok(q) => compare(&qcase, em, &q),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .collect()
+}
+
+fn compare(qcase: &Case, em: Emulated, q: &OracleResult) -> Result<Verdict, String> {
+    let Emulated {
+        prog,
+        state: st,
+        mut mem,
+        outcome,
+        steps,
+    } = em;
+    let fault: Option<MemFault> = match &outcome {
         Outcome::Fault { fault, .. } => Some(*fault),
-        Outcome::Unsupported { .. } => return Ok(Verdict::Unsupported),
-        Outcome::BudgetExceeded { .. } => return Ok(Verdict::Budget),
+        _ => None,
     };
-    let mut qcase = case.clone();
-    qcase.state.pc = start;
-    let q = o.run(&qcase).map_err(|e| e.to_string())?;
     let mut diffs = Vec::new();
     match fault {
         None => {
             let fetch_fault = matches!(q.signal, SIGSEGV | SIGBUS) && q.addr == q.state.pc;
-            if !(q.stopped_on_exit_brk(&qcase) || fetch_fault) {
+            if !(q.stopped_on_exit_brk(qcase) || fetch_fault) {
                 diffs.push(format!(
                     "stop: qemu signal {} code {} addr {:#x} at pc {:#x}; emu {:?}",
-                    q.signal, q.code, q.addr, q.state.pc, r.outcome
+                    q.signal, q.code, q.addr, q.state.pc, outcome
                 ));
             }
             diff_states(&q.state, &st, &mut diffs);
@@ -438,7 +570,7 @@ pub fn check(o: &mut QemuOracle, case: &Case, start: u64, end: u64) -> Result<Ve
             if !matches!(q.signal, SIGSEGV | SIGBUS) || !inside {
                 diffs.push(format!(
                     "stop: qemu signal {} code {} addr {:#x} at pc {:#x}; emu {:?}",
-                    q.signal, q.code, q.addr, q.state.pc, r.outcome
+                    q.signal, q.code, q.addr, q.state.pc, outcome
                 ));
             }
             diff_states(&q.state, &st, &mut diffs);
@@ -451,7 +583,7 @@ pub fn check(o: &mut QemuOracle, case: &Case, start: u64, end: u64) -> Result<Ve
         .insns()
         .iter()
         .map(|d| {
-            let w = read_word(case, d.ip).unwrap_or(0);
+            let w = read_word(qcase, d.ip).unwrap_or(0);
             format!("{:#x}: {w:08x}  {}", d.ip, d.text)
         })
         .collect();
@@ -461,8 +593,8 @@ pub fn check(o: &mut QemuOracle, case: &Case, start: u64, end: u64) -> Result<Ve
         show(&qcase.state),
         show(&q.state),
         show(&st),
-        r.outcome,
-        r.steps,
+        outcome,
+        steps,
         diffs.join("\n")
     ))
 }
