@@ -101,8 +101,10 @@ fn check_seqs(arch: &str, variant: &str, flags: &[&str]) {
         // the listing starts at start_ip.
         let insns = s["instructions"].as_array().unwrap();
         assert_eq!(parse_hex(&insns[0]["ip"]), sym("start"), "{ctx}");
-        // Emulability: the executor's verdict, or null before it exists.
-        if !s["emulable"].is_null() {
+        // Emulability: both architectures have an executor, so the verdict
+        // is always there.
+        assert!(!s["emulable"].is_null(), "{ctx}: no emulability verdict");
+        {
             let unsupported = s["unsupported"].as_array().unwrap();
             if n == 8 {
                 assert_eq!(s["emulable"], false, "{ctx}");
@@ -115,6 +117,13 @@ fn check_seqs(arch: &str, variant: &str, flags: &[&str]) {
                     unsupported.iter().any(|u| parse_hex(&u["ip"]) == syms[bad]),
                     "{ctx}: the {bad} instruction must be reported unsupported"
                 );
+                if arch == "aarch64" {
+                    // Only the exclusive store, and it says why.
+                    assert_eq!(unsupported.len(), 1, "{ctx}");
+                    let u = &unsupported[0];
+                    assert!(u["insn"].as_str().unwrap().starts_with("stxr"), "{ctx}");
+                    assert!(u["reason"].as_str().unwrap().contains("exclusive"), "{ctx}");
+                }
             } else if n <= 3 {
                 assert_eq!(s["emulable"], true, "{ctx}");
                 assert!(unsupported.is_empty(), "{ctx}");
