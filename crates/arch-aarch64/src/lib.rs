@@ -33,3 +33,7 @@ pub use op::{
     Addr, BfmOp, CselOp, Extend, Kind, LogicOp, MemOp, Op, PairMode, PairOp, Shift, Unary, SP, ZR,
 };
 pub use state::{nzcv, A64State};
+#[cfg(feature = "oracle")]
+pub mod gen;
+#[cfg(feature = "oracle")]
+pub mod oracle;

@@ -1,6 +1,9 @@
 //! `rseq-emu record`: run x86_64 sequences natively under the kernel's rseq
-//! and write what the CPU did as fixtures (fixtures/README.md, "Recording").
+//! (or aarch64 sequences under the qemu-user oracle, `--arch aarch64`) and
+//! write what the machine did as fixtures (fixtures/README.md, "Recording").
 
+mod aarch64;
+mod aarch64_asm;
 mod asm;
 mod native;
 mod patterns;
@@ -42,6 +45,10 @@ pub struct Args {
     /// Default: the CPU the command starts on, or 0 when that is above 15.
     #[arg(long)]
     pub cpu: Option<u32>,
+    /// `x86_64` (native, under the kernel's rseq) or `aarch64` (under the
+    /// qemu-user oracle, the rseq area supplied as memory).
+    #[arg(long, default_value = "x86_64")]
+    pub arch: String,
 }
 
 /// A recorded case: what the CPU did.
@@ -189,6 +196,11 @@ fn to_fixture(name: &str, g: &Gen, rec: &Recorded, env: &Env, fs_base: u64) -> F
 
 /// Record `count` cases of each pattern; returns (pattern, file) pairs.
 pub fn record(args: &Args) -> Result<Vec<(String, PathBuf)>, Box<dyn Error>> {
+    match args.arch.as_str() {
+        "x86_64" => {}
+        "aarch64" => return aarch64::record(&args.out, args.seed, args.count, &args.patterns),
+        other => return Err(format!("--arch {other:?}: x86_64 or aarch64").into()),
+    }
     let pats: Vec<String> = if args.patterns.is_empty() {
         PATTERNS.iter().map(|s| s.to_string()).collect()
     } else {
