@@ -1,4 +1,4 @@
-//! Builds examples/c/percpu_addv.c against include/rseq_emu.h and the
+//! Builds crates/runtime/examples/c/percpu_addv.c against include/rseq_emu.h and the
 //! staticlib, runs it, and checks its exact total.
 
 use std::path::PathBuf;
@@ -6,7 +6,8 @@ use std::process::Command;
 
 #[test]
 fn c_percpu_addv_example_is_exact() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let krate = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = krate.join("../..");
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
@@ -22,8 +23,8 @@ fn c_percpu_addv_example_is_exact() {
     let out = Command::new("gcc")
         .arg("-O2")
         .arg("-I")
-        .arg(root.join("include"))
-        .arg(root.join("examples/c/percpu_addv.c"))
+        .arg(krate.join("include"))
+        .arg(krate.join("examples/c/percpu_addv.c"))
         .arg(&lib)
         .args(["-lpthread", "-ldl", "-lm", "-o"])
         .arg(&exe)
