@@ -141,9 +141,11 @@ fn effect(f: &mut InstructionInfoFactory, insn: &iced_x86::Instruction) -> Effec
             _ => {}
         }
     }
-    e.read.flags = insn.rflags_read();
-    e.must.flags = insn.rflags_modified();
-    e.may.flags = insn.rflags_modified();
+    // The flags the executor models: the status flags and DF.
+    const MODELLED: u32 = 0x7f;
+    e.read.flags = insn.rflags_read() & MODELLED;
+    e.must.flags = insn.rflags_modified() & MODELLED;
+    e.may.flags = insn.rflags_modified() & MODELLED;
     e
 }
 
@@ -198,12 +200,16 @@ pub fn entry_conflicts(
     let mut succ: Vec<Vec<u64>> = Vec::new();
     let mut indirect = false;
     for d in insns.iter().filter(|d| program.is_reachable(d.ip)) {
-        let e = match decode_at(code, code_base, d.ip) {
+        let mut e = match decode_at(code, code_base, d.ip) {
             Some(i) => effect(&mut f, &i),
-            // Undecodable: cannot run, so it reads and writes nothing the
-            // emulation would use; the run stops there as Unsupported.
             None => Effect::default(),
         };
+        if d.op.is_err() {
+            // The executor stops at this instruction (native retry), so its
+            // reads never feed an emulated result; its writes still count:
+            // the native run before the abort may have executed it.
+            e.read = RegSet::default();
+        }
         let mut s = Vec::new();
         if d.flow.falls_through {
             s.push(d.ip + u64::from(d.len.max(1)));
