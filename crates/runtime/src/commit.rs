@@ -54,20 +54,29 @@ pub fn plan_into(loads: &[LoggedLoad], stores: &[BufferedStore], out: &mut Vec<P
 }
 
 /// RAII: all signals blocked on this thread until dropped.
-pub struct SignalsBlocked(libc::sigset_t);
+///
+/// Uses the raw `rt_sigprocmask` system call (one call each way, 8-byte
+/// kernel sigset): glibc's `pthread_sigmask` does the same call plus
+/// filtering of its internal signals, which does not matter for the few
+/// instructions of the commit (the kernel never blocks SIGKILL/SIGSTOP).
+pub struct SignalsBlocked(u64);
 
 impl SignalsBlocked {
     /// Block every signal, remembering the previous mask.
     pub fn new() -> Self {
-        // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask get
-        // valid pointers.
+        let all: u64 = !0;
+        let mut old: u64 = 0;
+        // SAFETY: rt_sigprocmask with valid 8-byte sets.
         unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-            SignalsBlocked(old)
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_BLOCK,
+                &all as *const u64,
+                &mut old as *mut u64,
+                8usize,
+            );
         }
+        SignalsBlocked(old)
     }
 }
 
@@ -81,7 +90,13 @@ impl Drop for SignalsBlocked {
     fn drop(&mut self) {
         // SAFETY: restores the mask saved by `new`.
         unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &self.0 as *const u64,
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
         }
     }
 }
@@ -108,8 +123,23 @@ impl std::error::Error for CommitError {}
 /// Every check address readable and every store address writable (the
 /// logged emulation establishes this).
 pub unsafe fn commit_once(plan: &[PlanEntry], cpu: u32) -> Result<CommitResult, CommitError> {
+    // SAFETY: the caller's contract.
+    unsafe { commit_with(plan, cpu, true) }
+}
+
+/// Run `plan` once natively on `cpu`, with all signals blocked when
+/// `block_signals` (two system calls) or not (a signal then aborts it, and
+/// the caller retries — the engine blocks from its second round on).
+///
+/// # Safety
+/// As for [`commit_once`].
+pub unsafe fn commit_with(
+    plan: &[PlanEntry],
+    cpu: u32,
+    block_signals: bool,
+) -> Result<CommitResult, CommitError> {
     let area = registration::area().map_err(CommitError::Registration)?;
-    let _b = SignalsBlocked::new();
+    let _b = block_signals.then(SignalsBlocked::new);
     // SAFETY: the caller's contract; `area` is this thread's registration.
     Ok(unsafe { arch::commit(plan, area.cast(), cpu) })
 }

@@ -86,10 +86,30 @@ pub fn complete_on<T>(
     target: Option<u32>,
     mut step: impl FnMut(&mut Logged<LiveMemory>) -> Option<T>,
 ) -> Result<Completion<T>, CommitError> {
+    // Reuse this thread's log and plan allocations (taken out of the
+    // thread-local while in use, so a nested call just allocates afresh).
+    let (mut mem, mut plan) = SCRATCH
+        .with(|s| s.borrow_mut().take())
+        .unwrap_or_else(|| (Logged::new(LiveMemory), Vec::new()));
+    let r = rounds(target, &mut step, &mut mem, &mut plan);
+    SCRATCH.with(|s| *s.borrow_mut() = Some((mem, plan)));
+    r
+}
+
+type Scratch = (Logged<LiveMemory>, Vec<crate::arch::PlanEntry>);
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Option<Scratch>> = const { std::cell::RefCell::new(None) };
+}
+
+fn rounds<T>(
+    target: Option<u32>,
+    step: &mut impl FnMut(&mut Logged<LiveMemory>) -> Option<T>,
+    mem: &mut Logged<LiveMemory>,
+    plan: &mut Vec<crate::arch::PlanEntry>,
+) -> Result<Completion<T>, CommitError> {
     let mut pin = None;
     let mut migrated = false;
-    let mut mem = Logged::new(LiveMemory);
-    let mut plan = Vec::new();
     for round in 1..=MAX_ROUNDS {
         let here = registration::current_cpu().map_err(CommitError::Registration)?;
         let cpu = target.unwrap_or(here);
@@ -103,16 +123,21 @@ pub fn complete_on<T>(
             }
         }
         mem.clear();
-        let Some(result) = step(&mut mem) else {
+        let Some(result) = step(mem) else {
             return Ok(Completion::Refused);
         };
         if mem.stores.last().is_some_and(|s| s.len() > 8) {
             return Ok(Completion::Refused);
         }
-        commit::plan_into(&mem.loads, &mem.stores, &mut plan);
+        commit::plan_into(&mem.loads, &mem.stores, plan);
+        // Signals are blocked from the second round on: the first commit
+        // runs unblocked (blocking costs two system calls, more than the
+        // rest of the path); if a signal aborts it, every later commit of
+        // this operation is immune to signals, so a storm costs at most one
+        // round.
         // SAFETY: the logged run read every check address and validated
         // every store address.
-        match unsafe { commit::commit_once(&plan, cpu) }? {
+        match unsafe { commit::commit_with(plan, cpu, round > 1) }? {
             CommitResult::Committed => {
                 return Ok(Completion::Done {
                     result,
