@@ -42,14 +42,68 @@ pub fn plan(loads: &[LoggedLoad], stores: &[BufferedStore]) -> Vec<PlanEntry> {
     out
 }
 
-/// [`plan`] into a reused vector (cleared first).
+/// Adjacent accesses merged (a byte-by-byte copy becomes 8-byte entries).
+struct Merge {
+    addr: u64,
+    buf: [u8; 16],
+    len: usize,
+    op: u32,
+}
+
+impl Merge {
+    fn new(op: u32) -> Self {
+        Merge {
+            addr: 0,
+            buf: [0; 16],
+            len: 0,
+            op,
+        }
+    }
+    fn push(&mut self, addr: u64, bytes: &[u8], out: &mut Vec<PlanEntry>) {
+        if self.len > 0
+            && addr == self.addr.wrapping_add(self.len as u64)
+            && self.len + bytes.len() <= 8
+        {
+            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+            return;
+        }
+        self.flush(out);
+        if bytes.len() > 8 {
+            chunks(addr, bytes, self.op, out);
+            return;
+        }
+        self.addr = addr;
+        self.buf[..bytes.len()].copy_from_slice(bytes);
+        self.len = bytes.len();
+    }
+    fn flush(&mut self, out: &mut Vec<PlanEntry>) {
+        if self.len > 0 {
+            chunks(self.addr, &self.buf[..self.len], self.op, out);
+            self.len = 0;
+        }
+    }
+}
+
+/// [`plan`] into a reused vector (cleared first). Loads adjacent in the
+/// log and in memory are merged into checks of up to 8 bytes, and so are
+/// stores other than the final one (a merged store leaves memory as a
+/// native run that stopped before or after those stores would; the final
+/// store, the commit, stays exactly the section's own).
 pub fn plan_into(loads: &[LoggedLoad], stores: &[BufferedStore], out: &mut Vec<PlanEntry>) {
     out.clear();
+    let mut m = Merge::new(0);
     for l in loads {
-        chunks(l.addr, l.bytes(), 0, out);
+        m.push(l.addr, l.bytes(), out);
     }
-    for s in stores {
-        chunks(s.addr, s.bytes(), 1, out);
+    m.flush(out);
+    let mut m = Merge::new(1);
+    if let Some((last, body)) = stores.split_last() {
+        for s in body {
+            m.push(s.addr, s.bytes(), out);
+        }
+        m.flush(out);
+        chunks(last.addr, last.bytes(), 1, out);
     }
 }
 
@@ -192,6 +246,39 @@ mod tests {
         let r = unsafe { commit_once(&p, cpu + 10_000) }.unwrap();
         assert_eq!(r, CommitResult::Aborted);
         assert_eq!(x, [8, 0, 0x0102_0304, 0]);
+    }
+
+    /// A byte-by-byte copy: 16 one-byte loads become two 8-byte checks, 16
+    /// one-byte stores two 8-byte stores, and the final store stays alone
+    /// and last; committing it gives the same memory as the byte stores.
+    #[test]
+    fn adjacent_accesses_merge_and_the_final_store_stays_last() {
+        let src: [u8; 16] = core::array::from_fn(|i| i as u8 + 1);
+        let mut dst = [0u8; 16];
+        let mut flag = 0u32;
+        let loads: Vec<_> = (0..16)
+            .map(|i| LoggedLoad::new(src.as_ptr() as u64 + i, &[src[i as usize]]))
+            .collect();
+        let mut stores: Vec<_> = (0..16)
+            .map(|i| BufferedStore::new(dst.as_mut_ptr() as u64 + i, &[src[i as usize]]))
+            .collect();
+        stores.push(BufferedStore::new(
+            &mut flag as *mut u32 as u64,
+            &7u32.to_le_bytes(),
+        ));
+        let p = plan(&loads, &stores);
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(p[..2].iter().all(|e| e.op == 0 && e.size == 8));
+        assert!(p[2..4].iter().all(|e| e.op == 1 && e.size == 8));
+        assert_eq!((p[4].op, p[4].size, p[4].value), (1, 4, 7));
+        // SAFETY: addresses inside src, dst, flag.
+        let r = on_cpu(|cpu| match unsafe { commit_once(&p, cpu) }.unwrap() {
+            CommitResult::Aborted => None,
+            r => Some(r),
+        });
+        assert_eq!(r, CommitResult::Committed);
+        assert_eq!(dst, src);
+        assert_eq!(flag, 7);
     }
 
     #[test]

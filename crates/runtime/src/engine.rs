@@ -13,8 +13,11 @@ use crate::registration;
 use crate::section::{Refusal, Section};
 use rseq_emu_core::{ArchState, Outcome};
 
-/// How many emulate+commit rounds before reporting exhaustion.
+/// How many commit rounds before reporting exhaustion.
 pub const MAX_ROUNDS: u32 = 64;
+
+/// Plans longer than this run with signals blocked from the first round.
+pub const BLOCK_FROM_FIRST_ROUND: usize = 64;
 
 /// Result of [`complete`].
 #[derive(Debug, PartialEq, Eq)]
@@ -110,6 +113,7 @@ fn rounds<T>(
 ) -> Result<Completion<T>, CommitError> {
     let mut pin = None;
     let mut migrated = false;
+    let mut pending: Option<T> = None;
     for round in 1..=MAX_ROUNDS {
         let here = registration::current_cpu().map_err(CommitError::Registration)?;
         let cpu = target.unwrap_or(here);
@@ -122,30 +126,40 @@ fn rounds<T>(
                 Err(_) => return Ok(Completion::Refused),
             }
         }
-        mem.clear();
-        let Some(result) = step(mem) else {
-            return Ok(Completion::Refused);
-        };
-        if mem.stores.last().is_some_and(|s| s.len() > 8) {
-            return Ok(Completion::Refused);
+        // After an aborted (not mismatched) commit the same plan is tried
+        // again without emulating again: its checks re-validate every load
+        // (a store the aborted try already applied that a check covers
+        // makes that check fail, and then the section is emulated again).
+        if pending.is_none() {
+            mem.clear();
+            let Some(result) = step(mem) else {
+                return Ok(Completion::Refused);
+            };
+            if mem.stores.last().is_some_and(|s| s.len() > 8) {
+                return Ok(Completion::Refused);
+            }
+            commit::plan_into(&mem.loads, &mem.stores, plan);
+            pending = Some(result);
         }
-        commit::plan_into(&mem.loads, &mem.stores, plan);
-        // Signals are blocked from the second round on: the first commit
-        // runs unblocked (blocking costs two system calls, more than the
-        // rest of the path); if a signal aborts it, every later commit of
-        // this operation is immune to signals, so a storm costs at most one
-        // round.
+        // Signals are blocked from the second round on, and from the first
+        // for a long plan: the first commit of a short plan runs unblocked
+        // (blocking costs two system calls, more than the rest of the
+        // path); if a signal aborts it, every later commit of this
+        // operation is immune to signals, so a storm costs at most one
+        // short round.
+        let block = round > 1 || plan.len() > BLOCK_FROM_FIRST_ROUND;
         // SAFETY: the logged run read every check address and validated
         // every store address.
-        match unsafe { commit::commit_with(plan, cpu, round > 1) }? {
+        match unsafe { commit::commit_with(plan, cpu, block) }? {
             CommitResult::Committed => {
                 return Ok(Completion::Done {
-                    result,
+                    result: pending.take().expect("emulated before commit"),
                     rounds: round,
                     migrated,
                 })
             }
-            CommitResult::Mismatch | CommitResult::Aborted => continue,
+            CommitResult::Mismatch => pending = None,
+            CommitResult::Aborted => {}
         }
     }
     Ok(Completion::Exhausted)

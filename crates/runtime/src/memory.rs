@@ -79,6 +79,15 @@ impl LiveMemory {
             return true;
         }
         let ok = |m: &Mapping| if write { m.write } else { m.read };
+        // Fast path: the most recently used mapping covers the access.
+        let hit = MAPS.with(|c| {
+            c.borrow()
+                .first()
+                .is_some_and(|m| m.start <= addr && end <= m.end && ok(m))
+        });
+        if hit {
+            return true;
+        }
         let covered = |maps: &[Mapping]| {
             let mut cur = addr;
             while cur < end {
@@ -89,7 +98,18 @@ impl LiveMemory {
             }
             true
         };
-        if MAPS.with(|c| covered(&c.borrow())) {
+        let found_in_cache = MAPS.with(|c| {
+            let mut c = c.borrow_mut();
+            if !covered(&c) {
+                return false;
+            }
+            // Move the mapping holding `addr` to the front.
+            if let Some(i) = c.iter().position(|m| m.start <= addr && addr < m.end) {
+                c.swap(0, i);
+            }
+            true
+        });
+        if found_in_cache {
             return true;
         }
         // Miss: look the range up in /proc/self/maps and cache what covers it.
@@ -264,6 +284,9 @@ pub struct Logged<M> {
     pub loads: Vec<LoggedLoad>,
     /// Every store, in program order; none has reached `inner`.
     pub stores: Vec<BufferedStore>,
+    /// `[lo, hi)` covering every buffered store: a load outside it skips the
+    /// overlay scan (a byte copy would otherwise be quadratic).
+    store_bounds: (u64, u64),
 }
 
 impl<M> Logged<M> {
@@ -273,12 +296,14 @@ impl<M> Logged<M> {
             inner,
             loads: Vec::new(),
             stores: Vec::new(),
+            store_bounds: (u64::MAX, 0),
         }
     }
     /// Forget every load and store (keeping the allocations).
     pub fn clear(&mut self) {
         self.loads.clear();
         self.stores.clear();
+        self.store_bounds = (u64::MAX, 0);
     }
 }
 
@@ -301,7 +326,10 @@ impl<M: Memory + CheckWrite> Memory for Logged<M> {
             self.loads
                 .push(LoggedLoad::new(addr + (i * ENTRY_MAX) as u64, c));
         }
-        overlay(buf, addr, &self.stores);
+        let end = addr + buf.len() as u64;
+        if addr < self.store_bounds.1 && end > self.store_bounds.0 {
+            overlay(buf, addr, &self.stores);
+        }
         Ok(())
     }
 
@@ -314,6 +342,10 @@ impl<M: Memory + CheckWrite> Memory for Logged<M> {
                 kind: AccessKind::Write,
             });
         }
+        self.store_bounds = (
+            self.store_bounds.0.min(addr),
+            self.store_bounds.1.max(addr + data.len() as u64),
+        );
         for (i, c) in data.chunks(ENTRY_MAX).enumerate() {
             self.stores
                 .push(BufferedStore::new(addr + (i * ENTRY_MAX) as u64, c));
