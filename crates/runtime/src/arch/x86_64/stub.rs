@@ -100,6 +100,27 @@ impl Frame {
 
 std::arch::global_asm!(
     r#"
+// Pop the frame the stub pushed (the %rsp slot is skipped: %rsp comes back
+// from the frame address) and the flags.
+.macro RSEQ_EMU_RESTORE
+    pop %rax
+    pop %rcx
+    pop %rdx
+    pop %rbx
+    lea 8(%rsp), %rsp
+    pop %rbp
+    pop %rsi
+    pop %rdi
+    pop %r8
+    pop %r9
+    pop %r10
+    pop %r11
+    pop %r12
+    pop %r13
+    pop %r14
+    pop %r15
+    popfq
+.endm
     .text
     .globl rseq_emu_abort_stub
     .hidden rseq_emu_abort_stub
@@ -131,44 +152,13 @@ rseq_emu_abort_stub:
     mov %rbx, %rsp
     test %eax, %eax
     jnz 1f
-    pop %rax
-    pop %rcx
-    pop %rdx
-    pop %rbx
-    lea 8(%rsp), %rsp
-    pop %rbp
-    pop %rsi
-    pop %rdi
-    pop %r8
-    pop %r9
-    pop %r10
-    pop %r11
-    pop %r12
-    pop %r13
-    pop %r14
-    pop %r15
-    popfq
+    RSEQ_EMU_RESTORE
     ret
 1:
-    pop %rax
-    pop %rcx
-    pop %rdx
-    pop %rbx
-    lea 8(%rsp), %rsp
-    pop %rbp
-    pop %rsi
-    pop %rdi
-    pop %r8
-    pop %r9
-    pop %r10
-    pop %r11
-    pop %r12
-    pop %r13
-    pop %r14
-    pop %r15
-    popfq
+    RSEQ_EMU_RESTORE
     ret $128
     .size rseq_emu_abort_stub, . - rseq_emu_abort_stub
+.purgem RSEQ_EMU_RESTORE
 "#,
     options(att_syntax)
 );
