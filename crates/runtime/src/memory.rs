@@ -2,8 +2,9 @@
 //!
 //! * [`LiveMemory`] reads this process's memory directly, after checking
 //!   the address against the thread's cache of `/proc/self/maps` mappings
-//!   (filled on a miss), so a bad pointer in an emulated section is a
-//!   [`MemFault`] value, never a SIGSEGV, and a hit costs no system call.
+//!   (filled on a miss) and through a fault-safe copy, so a bad pointer in
+//!   an emulated section is a [`MemFault`] value, never a SIGSEGV, and a
+//!   hit costs no system call.
 //!   Store targets are checked for write permission the same way.
 //! * [`Logged`] wraps any backend: loads are recorded as (addr, bytes read
 //!   from the backend), stores are buffered in order and never reach the
@@ -11,11 +12,13 @@
 //!   re-checks the load log and applies the stores.
 //!
 //! The mapping cache (per thread, [`MAP_CACHE`] entries) can go stale when
-//! another thread unmaps or write-protects a range afterwards. A section
-//! whose next access hits such a range would fault natively too (the
-//! emulation reads exactly the addresses a native run from the same state
-//! reads), so the cache adds no failure mode a native run does not have;
-//! docs/runtime.md.
+//! another thread unmaps or protects a range afterwards, and the emulation,
+//! unlike a native run, is not aborted when a thread that preempted it frees
+//! what it is following. So the cache only answers "certainly not mapped";
+//! the read itself goes through [`crate::probe`], where a fault is a value
+//! (and drops the cache). Store targets are only checked here: the stores
+//! are applied by the native commit, after its checks made the addresses
+//! those a native run at the commit instant would use.
 
 use rseq_emu_core::memory::{AccessKind, MemFault, Memory};
 use std::cell::RefCell;
@@ -154,27 +157,17 @@ impl Memory for LiveMemory {
                 kind: AccessKind::Read,
             });
         }
-        let p = addr as *const u8;
-        // SAFETY: the range is mapped readable (checked above). Other
-        // threads may write it concurrently: the reads are volatile, and a
-        // torn value only makes the commit's re-check fail.
-        unsafe {
-            match buf.len() {
-                8 if addr & 7 == 0 => {
-                    buf.copy_from_slice(&(p as *const u64).read_volatile().to_ne_bytes())
-                }
-                4 if addr & 3 == 0 => {
-                    buf.copy_from_slice(&(p as *const u32).read_volatile().to_ne_bytes())
-                }
-                2 if addr & 1 == 0 => {
-                    buf.copy_from_slice(&(p as *const u16).read_volatile().to_ne_bytes())
-                }
-                _ => {
-                    for (i, b) in buf.iter_mut().enumerate() {
-                        *b = p.add(i).read_volatile();
-                    }
-                }
-            }
+        // The cache may be stale (another thread unmapped or protected the
+        // range since): the read is fault-safe, and a fault drops the cache.
+        // Other threads may write the range concurrently: a torn value
+        // only makes the commit's re-check fail.
+        if !crate::probe::read(addr, buf) {
+            Self::forget_mappings();
+            return Err(MemFault {
+                addr,
+                size: buf.len(),
+                kind: AccessKind::Read,
+            });
         }
         Ok(())
     }

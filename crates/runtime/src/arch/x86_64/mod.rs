@@ -2,8 +2,11 @@
 //! register save layout ([`stub`]), the entry-register analysis
 //! ([`regcheck`]) and the native commit section.
 
+mod probe;
 pub mod regcheck;
 pub mod stub;
+
+pub use probe::{fixup_probe_fault, probe_copy};
 
 pub use stub::Frame;
 
