@@ -134,7 +134,12 @@ fn add(m: &mut HashMap<u64, Vec<u64>>, desc: u64) {
 
 /// Register descriptors the engine cannot find in its own object's
 /// `__rseq_cs` section (e.g. of another shared object, or JIT code).
+///
+/// Signals are blocked while the registry is locked for writing: an abort
+/// stub reached from a signal handler on this thread reads it, and would
+/// otherwise wait for this very call forever.
 pub fn register_descriptors(descs: &[u64]) {
+    let _no_signals = crate::commit::SignalsBlocked::new();
     let mut m = registry().write().unwrap_or_else(|e| e.into_inner());
     for &d in descs {
         add(&mut m, d);
