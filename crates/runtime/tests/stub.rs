@@ -379,3 +379,82 @@ fn memcpy_without_teardown_is_refused() {
     assert_eq!(v, 5, "the native retry completed");
     assert_eq!(dst, src);
 }
+
+/// Copy bytes 1..4 of `src` to `dst` byte by byte, then add 1 to `*v`,
+/// with the alignment-check flag (AC) set around the sequence, as a
+/// program debugging its alignment does. The section's accesses are all
+/// aligned; the engine's own code and its merged commit checks need not
+/// be, so the stub must run the engine with AC clear.
+fn copy_bytes_with_ac(src: &[u8; 8], dst: &mut [u8; 8], v: &mut u64, cpu: u32) -> bool {
+    let area = registration::area().unwrap();
+    let ok: u64;
+    // SAFETY: as in add_with_self_signal; AC is cleared again before the
+    // asm block ends.
+    unsafe {
+        std::arch::asm!(
+            "pushfq",
+            "orl $0x40000, (%rsp)",
+            "popfq",
+            cs_head!(),
+            self_signal!(),
+            "movb 1({src}), %al",
+            "movb %al, 1({dst})",
+            "movb 2({src}), %al",
+            "movb %al, 2({dst})",
+            "movb 3({src}), %al",
+            "movb %al, 3({dst})",
+            "addq $1, ({v})",
+            "2:",
+            "mov $1, {ok:e}",
+            "jmp 6f",
+            rseq_emu_asm_define_abort!("4", "", "5f"),
+            "5:",
+            "xor {ok:e}, {ok:e}",
+            "6:",
+            "pushfq",
+            "andl $0xfffbffff, (%rsp)",
+            "popfq",
+            area = in(reg) area,
+            cpu = in(reg) cpu,
+            flag = sym FLAG,
+            ids = sym IDS,
+            src = in(reg) src.as_ptr(),
+            dst = in(reg) dst.as_mut_ptr(),
+            v = in(reg) v as *mut u64,
+            ok = lateout(reg) ok,
+            out("rax") _,
+            out("rdi") _,
+            out("rsi") _,
+            out("rdx") _,
+            out("rcx") _,
+            out("r11") _,
+            options(att_syntax),
+        );
+    }
+    ok == 1
+}
+
+#[test]
+fn alignment_check_flag_does_not_reach_the_engine() {
+    let _g = common::self_signal_setup();
+    let src = [0u8, 1, 2, 3, 4, 5, 6, 7];
+    let mut dst = [0u8; 8];
+    let mut v = 0u64;
+    let r = with_mode(Mode::Always, || {
+        until_engine_completes(
+            || {
+                let cpu = registration::current_cpu().unwrap();
+                copy_bytes_with_ac(&src, &mut dst, &mut v, cpu)
+            },
+            |&ok| ok,
+        )
+    });
+    assert!(r.is_some(), "never emulated: {:?}", abort::last());
+    assert!(
+        matches!(abort::last(), Some(Last::Emulated(_))),
+        "{:?}",
+        abort::last()
+    );
+    assert_eq!(dst, [0, 1, 2, 3, 0, 0, 0, 0]);
+    assert_eq!(v, 1);
+}

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! `rseq_emu_abort_stub` saves rflags and every GPR into a [`Frame`] just
-//! below the return address, aligns the stack, and calls
+//! below the return address, clears DF and AC, aligns the stack, and calls
 //! [`rseq_emu_on_abort`]. On 0 it restores everything and returns to `R`
 //! (native retry: the `nopl` and `lea` change no flags); on 1 the engine has
 //! replaced the registers, the flags and the return address (now the exit
@@ -144,7 +144,12 @@ rseq_emu_abort_stub:
     push %rdx
     push %rcx
     push %rax
-    cld
+    // The engine is ordinary code: DF clear (the ABI) and AC clear (with
+    // AC set, an unaligned access of the engine or of its merged commit
+    // checks would raise SIGBUS). Both come back with the popfq.
+    pushfq
+    andl $0xfffbfbff, (%rsp)
+    popfq
     mov %rsp, %rbx
     mov %rsp, %rdi
     and $-16, %rsp
