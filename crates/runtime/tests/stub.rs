@@ -11,7 +11,7 @@
 #[macro_use]
 mod common;
 
-use common::{until_engine_completes, with_mode, FLAG, HANDLED, IDS};
+use common::{until_engine_completes, with_mode, FLAG, HANDLED};
 use rseq_emu_runtime::abort::{self, Last};
 use rseq_emu_runtime::engine::Why;
 use rseq_emu_runtime::policy::Mode;
@@ -39,7 +39,8 @@ fn add_with_self_signal(v: &mut u64, inc: u64, cpu: u32) -> (bool, u64, u64, u64
     // is valid; clobbered registers are declared; the red zone is free
     // (no `nostack`), and written only with canaries.
     unsafe {
-        std::arch::asm!(
+        self_signal_asm!(
+            area = area, cpu = cpu, rax = rax;
             "movq ${canary}, -8(%rsp)",
             "movq ${canary}, -128(%rsp)",
             cs_head!(),
@@ -56,23 +57,12 @@ fn add_with_self_signal(v: &mut u64, inc: u64, cpu: u32) -> (bool, u64, u64, u64
             "6:",
             "mov -8(%rsp), {c1}",
             "mov -128(%rsp), {c2}",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            flag = sym FLAG,
-            ids = sym IDS,
             v = in(reg) v as *mut u64,
             inc = in(reg) inc,
             canary = const CANARY,
             ok = lateout(reg) ok,
             c1 = lateout(reg) c1,
-            c2 = lateout(reg) c2,
-            out("rax") rax,
-            out("rdi") _,
-            out("rsi") _,
-            out("rdx") _,
-            out("rcx") _,
-            out("r11") _,
-            options(att_syntax),
+            c2 = lateout(reg) c2
         );
     }
     (ok == 1, rax, c1, c2)
@@ -141,7 +131,8 @@ fn cas_with_cmpfail(v: &mut u64, expect: u64, newv: u64, cpu: u32) -> (u64, u64)
     let (status, cmpfail): (u64, u64);
     // SAFETY: as in add_with_self_signal.
     unsafe {
-        std::arch::asm!(
+        self_signal_asm!(
+            area = area, cpu = cpu, rax = _;
             cs_head!(),
             self_signal!(),
             "cmp ({v}), {expect}",
@@ -158,22 +149,11 @@ fn cas_with_cmpfail(v: &mut u64, expect: u64, newv: u64, cpu: u32) -> (u64, u64)
             "mov $2, {st:e}",
             "6:",
             "lea 8b(%rip), {cf}",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            flag = sym FLAG,
-            ids = sym IDS,
             v = in(reg) v as *mut u64,
             expect = in(reg) expect,
             newv = in(reg) newv,
             st = lateout(reg) status,
-            cf = lateout(reg) cmpfail,
-            out("rax") _,
-            out("rdi") _,
-            out("rsi") _,
-            out("rdx") _,
-            out("rcx") _,
-            out("r11") _,
-            options(att_syntax),
+            cf = lateout(reg) cmpfail
         );
     }
     (status, cmpfail)
@@ -240,7 +220,8 @@ fn the_sequences_own_abort_is_a_native_retry() {
 macro_rules! memcpy_section {
     ($ctx:expr, $area:expr, $cpu:expr, $s:ident, $d:ident, $l:ident, $ok:ident,
      save: $save:literal, after: $after:literal, teardown: $teardown:literal) => {
-        std::arch::asm!(
+        self_signal_asm!(
+            area = $area, cpu = $cpu, rax = _;
             $save,
             cs_head!(),
             "test {len}, {len}",
@@ -265,22 +246,11 @@ macro_rules! memcpy_section {
             "5:",
             "xor {ok:e}, {ok:e}",
             "6:",
-            area = in(reg) $area,
-            cpu = in(reg) $cpu,
-            flag = sym FLAG,
-            ids = sym IDS,
             ctx = in(reg) $ctx,
             src = inout(reg) $s,
             dst = inout(reg) $d,
             len = inout(reg) $l,
-            ok = lateout(reg) $ok,
-            out("rax") _,
-            out("rdi") _,
-            out("rsi") _,
-            out("rdx") _,
-            out("rcx") _,
-            out("r11") _,
-            options(att_syntax),
+            ok = lateout(reg) $ok
         )
     };
 }
@@ -391,7 +361,8 @@ fn copy_bytes_with_ac(src: &[u8; 8], dst: &mut [u8; 8], v: &mut u64, cpu: u32) -
     // SAFETY: as in add_with_self_signal; AC is cleared again before the
     // asm block ends.
     unsafe {
-        std::arch::asm!(
+        self_signal_asm!(
+            area = area, cpu = cpu, rax = _;
             "pushfq",
             "orl $0x40000, (%rsp)",
             "popfq",
@@ -414,21 +385,10 @@ fn copy_bytes_with_ac(src: &[u8; 8], dst: &mut [u8; 8], v: &mut u64, cpu: u32) -
             "pushfq",
             "andl $0xfffbffff, (%rsp)",
             "popfq",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            flag = sym FLAG,
-            ids = sym IDS,
             src = in(reg) src.as_ptr(),
             dst = in(reg) dst.as_mut_ptr(),
             v = in(reg) v as *mut u64,
-            ok = lateout(reg) ok,
-            out("rax") _,
-            out("rdi") _,
-            out("rsi") _,
-            out("rdx") _,
-            out("rcx") _,
-            out("r11") _,
-            options(att_syntax),
+            ok = lateout(reg) ok
         );
     }
     ok == 1

@@ -51,6 +51,29 @@ macro_rules! self_signal {
     };
 }
 
+/// `asm!` (AT&T) for a section using [`cs_head!`] and [`self_signal!`]: the
+/// caller's templates and operands, then `{area}`, `{cpu}`, `{flag}`,
+/// `{ids}` and the registers the self-signal clobbers (`%rax` as `rax`:
+/// `_` or a place for its value at the end).
+macro_rules! self_signal_asm {
+    (area = $area:expr, cpu = $cpu:expr, rax = $rax:tt; $($t:tt)*) => {
+        std::arch::asm!(
+            $($t)*,
+            area = in(reg) $area,
+            cpu = in(reg) $cpu,
+            flag = sym crate::common::FLAG,
+            ids = sym crate::common::IDS,
+            out("rax") $rax,
+            out("rdi") _,
+            out("rsi") _,
+            out("rdx") _,
+            out("rcx") _,
+            out("r11") _,
+            options(att_syntax),
+        )
+    };
+}
+
 /// Set while the next run of a self-signalling section must signal itself;
 /// the SIGUSR1 handler clears it.
 pub static FLAG: AtomicU32 = AtomicU32::new(0);
