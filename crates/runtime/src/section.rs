@@ -34,8 +34,10 @@ pub enum Refusal {
     /// The section cannot be decoded.
     Decode(ProgramError),
     /// The section reads registers on entry that it also modifies (and the
-    /// teardown does not restore them).
-    EntryRegisters(String),
+    /// teardown does not restore them): those register bytes and flags.
+    /// (A value, not text: a cached refusal is cloned on every abort,
+    /// possibly inside a signal handler, and must not allocate.)
+    EntryRegisters(crate::arch::regcheck::RegSet),
 }
 
 impl std::fmt::Display for Refusal {
@@ -53,7 +55,8 @@ impl std::fmt::Display for Refusal {
             Refusal::Decode(e) => write!(f, "cannot decode the section: {e}"),
             Refusal::EntryRegisters(r) => write!(
                 f,
-                "the section reads on entry and modifies {r}, which the teardown does not restore"
+                "the section reads on entry and modifies {}, which the teardown does not restore",
+                r.describe()
             ),
         }
     }
@@ -200,7 +203,7 @@ fn build(desc: u64, bytes: &[u8; 32], teardown: (u64, u64)) -> Result<Arc<Sectio
     let restored = arch::regcheck::teardown_restores(&tcode, t0);
     let check = arch::regcheck::entry_conflicts(&program, &code, cs.start_ip, restored);
     if !check.conflicts.is_empty() {
-        return Err(Refusal::EntryRegisters(check.conflicts.describe()));
+        return Err(Refusal::EntryRegisters(check.conflicts));
     }
     Ok(Arc::new(Section {
         desc,
