@@ -191,7 +191,8 @@ impl Ctx<'_> {
     /// mostly aligned; now and then read-only or unmapped memory.
     fn addr(&mut self, size: u64) -> u64 {
         let r = &mut *self.r;
-        match r.below(24) {
+        match r.below(25) {
+            24 => (DATA + r.below(DATA_LEN - size)) | (1 + r.below(255)) << 56, // tagged
             0 => RO + r.below(RO_LEN - size),
             1 => DATA + DATA_LEN + r.below(0x1000) - size / 2,
             2 => DATA - size / 2 - r.below(8),
