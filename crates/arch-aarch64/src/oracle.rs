@@ -372,14 +372,14 @@ impl Drop for QemuOracle {
 }
 
 /// What a checked case did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// The executor and qemu agree (registers, flags, SIMD registers,
     /// tpidr_el0, memory, and where and how the run stopped).
     Match,
-    /// The executor refused the code (`Unsupported`), so it was not run
-    /// under qemu.
-    Unsupported,
+    /// The executor refused the code (`Unsupported`, with its reason), so
+    /// it was not run under qemu.
+    Unsupported(String),
     /// The executor ran out of budget (a loop): not run under qemu.
     Budget,
 }
@@ -459,7 +459,9 @@ fn emulate(case: &Case, start: u64, end: u64) -> Result<Result<Emulated, Verdict
     state.pc = start;
     let r = prog.run(&mut state, &mut mem, 256);
     match r.outcome {
-        Outcome::Unsupported { .. } => return Ok(Err(Verdict::Unsupported)),
+        Outcome::Unsupported { insn, reason, .. } => {
+            return Ok(Err(Verdict::Unsupported(format!("{insn}: {reason}"))))
+        }
         Outcome::BudgetExceeded { .. } => return Ok(Err(Verdict::Budget)),
         _ => {}
     }
@@ -487,7 +489,7 @@ fn emulate(case: &Case, start: u64, end: u64) -> Result<Result<Emulated, Verdict
 pub fn check(o: &mut QemuOracle, case: &Case, start: u64, end: u64) -> Result<Verdict, String> {
     check_batch(o, &[(case, start, end)])
         .pop()
-        .unwrap_or(Ok(Verdict::Unsupported))
+        .unwrap_or_else(|| Err("no verdict".into()))
 }
 
 /// [`check`] over many cases, with one streamed qemu batch.

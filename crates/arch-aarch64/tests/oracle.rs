@@ -230,6 +230,7 @@ fn executor_matches_qemu() {
     let mut matched = 0u64;
     let mut per_kind: BTreeMap<&str, u64> = BTreeMap::new();
     let mut skipped: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut i = 0u64;
     let t0 = std::time::Instant::now();
     while matched < n_cases {
@@ -256,7 +257,15 @@ fn executor_matches_qemu() {
             Ok(v) => {
                 let k = if g.kinds.len() == 1 { g.kinds[0] } else { "block" };
                 *skipped.entry(k).or_default() += 1;
-                let _ = v;
+                let why = match v {
+                    Verdict::Unsupported(r) => {
+                        // "insn text: reason" -> the reason, per form
+                        let r = r.split_once(": ").map(|(_, r)| r).unwrap_or(&r);
+                        format!("{k}: {r}")
+                    }
+                    other => format!("{k}: {other:?}"),
+                };
+                *reasons.entry(why).or_default() += 1;
             }
             Err(e) => panic!(
                 "executor and qemu differ: RSEQ_EMU_SEED={seed:#x}, case {i} (case seed {case_seed:#x}, forms {:?})\n{e}",
@@ -271,6 +280,11 @@ fn executor_matches_qemu() {
         "{matched} cases compared ({i} generated) in {secs:.1} s ({:.0} cases/s)\ncompared per form: {per_kind:?}\nskipped (unsupported or looping) per form: {skipped:?}",
         i as f64 / secs
     );
+    let mut top: Vec<_> = reasons.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1));
+    for (r, n) in top.iter().take(15) {
+        eprintln!("  skipped {n:>6}  {r}");
+    }
     if n_cases >= 100_000 {
         for k in form_names() {
             let c = per_kind.get(k).copied().unwrap_or(0);
