@@ -281,7 +281,7 @@ fn executor_matches_qemu() {
         i as f64 / secs
     );
     let mut top: Vec<_> = reasons.into_iter().collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1));
+    top.sort_by_key(|e| std::cmp::Reverse(e.1));
     for (r, n) in top.iter().take(15) {
         eprintln!("  skipped {n:>6}  {r}");
     }
