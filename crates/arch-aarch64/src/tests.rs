@@ -731,3 +731,9 @@ fn uxtw_extended_add_is_not_lsl() {
     let s = alu(0x8b22_6820, 1, 0x1_0000_0000, 0);
     assert_eq!(s.x[0], 0x4_0000_0001);
 }
+
+#[test]
+fn op_stays_compact() {
+    // The cached form is copied around the run loop: keep it small.
+    assert!(std::mem::size_of::<crate::Op>() <= 40);
+}
