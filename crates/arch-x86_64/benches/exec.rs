@@ -4,7 +4,7 @@
 //! `cargo bench -p rseq-emu-x86_64 --bench exec`
 
 use criterion::{black_box, criterion_main, Criterion, Throughput};
-use rseq_emu_core::{AccessKind, MemFault, Memory, Program, SparseMemory};
+use rseq_emu_core::{AccessKind, MemFault, Memory, Outcome, Program, SparseMemory};
 use rseq_emu_x86_64::{reg, X86State, X86_64};
 
 const BASE: u64 = 0x40_0000;
@@ -74,9 +74,13 @@ impl Memory for Flat {
     }
 }
 
+/// CPU number the counter section finds at `%fs:-28`.
+const CPU: u64 = 3;
+
 fn memory() -> SparseMemory {
     let mut m = SparseMemory::new();
     m.map(DATA, vec![7u8; 0x4000], true).unwrap();
+    m.write_u32(DATA + 0x100 - 28, CPU as u32).unwrap();
     m
 }
 
@@ -126,7 +130,9 @@ fn bench(c: &mut Criterion) {
                 ..X86State::default()
             };
             st.gpr[reg::RDI] = DATA + 0x1000;
+            st.gpr[reg::RDX] = CPU;
             let r = counter.run(&mut st, &mut mem, 100);
+            assert_eq!(r.outcome, Outcome::Committed);
             black_box(r.steps)
         })
     });

@@ -12,6 +12,7 @@ use iced_x86::{
 use rseq_emu_core::{Arch, ArchKind, DecodedInsn, Flow, Memory, Stop};
 
 use crate::exec;
+use crate::fast::{self, Fast};
 use crate::state::X86State;
 
 /// The x86_64 architecture.
@@ -185,14 +186,22 @@ pub struct Op {
     pub target: u64,
     /// Stack pointer adjustment for push/pop/ret (bytes, positive).
     pub stack: u32,
+    /// The specialised form the executor runs (chosen from the fields above).
+    pub(crate) fast: Fast,
 }
 
 /// Disassemble `insn` in AT&T syntax.
 pub fn format(insn: &Instruction) -> String {
-    let mut f = GasFormatter::new();
-    f.options_mut().set_first_operand_char_index(0);
-    let mut s = String::new();
-    f.format(insn, &mut s);
+    thread_local! {
+        // Building a formatter costs as much as formatting: keep one.
+        static GAS: std::cell::RefCell<GasFormatter> = std::cell::RefCell::new({
+            let mut f = GasFormatter::new();
+            f.options_mut().set_first_operand_char_index(0);
+            f
+        });
+    }
+    let mut s = String::with_capacity(32);
+    GAS.with(|f| f.borrow_mut().format(insn, &mut s));
     s
 }
 
@@ -436,8 +445,10 @@ pub fn lower(insn: &Instruction) -> Result<Op, String> {
         next_ip: insn.next_ip(),
         target: 0,
         stack: 0,
+        fast: Fast::Generic,
     };
     if kind == Kind::Nop {
+        op.fast = Fast::Nop;
         return Ok(op);
     }
     op.dst = operand(insn, 0)?;
@@ -506,6 +517,7 @@ pub fn lower(insn: &Instruction) -> Result<Op, String> {
     if op.kind == Kind::Jcc && insn.mnemonic() != Mnemonic::Jmp && !insn.is_jcc_short_or_near() {
         return Err("not a plain jcc".into());
     }
+    op.fast = fast::select(&op);
     Ok(op)
 }
 

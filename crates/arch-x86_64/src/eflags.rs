@@ -6,11 +6,7 @@ use crate::flags::{AF, CF, OF, PF, SF, ZF};
 /// All-ones mask of an operand of `size` bytes.
 #[inline]
 pub fn mask(size: u8) -> u64 {
-    if size >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (u32::from(size) * 8)) - 1
-    }
+    u64::MAX >> (64 - u32::from(size.clamp(1, 8)) * 8)
 }
 
 /// The sign bit of an operand of `size` bytes.
@@ -37,6 +33,12 @@ const PARITY: [u64; 256] = {
     }
     t
 };
+
+/// PF of a result (parity of its low byte).
+#[inline(always)]
+pub fn parity(res: u64) -> u64 {
+    PARITY[res as u8 as usize]
+}
 
 /// PF, ZF and SF of a (masked) result.
 #[inline]

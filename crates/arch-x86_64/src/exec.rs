@@ -7,6 +7,7 @@ use rseq_emu_core::{MemFault, Memory, Stop};
 
 use crate::decode::{Kind, MemRef, Op, Opnd, Seg, NO_REG};
 use crate::eflags::mask;
+use crate::fast::{self, Fast};
 use crate::state::X86State;
 use crate::{alu, bits, branch, mov, stack};
 
@@ -139,9 +140,19 @@ pub fn write_dest<M: Memory + ?Sized>(
     Ok(())
 }
 
-/// Execute one cached operation.
-#[inline]
+/// Execute one cached operation: its specialised form if it has one,
+/// else the generic handler of its kind.
+#[inline(always)]
 pub fn execute<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
+    match op.fast {
+        Fast::Generic => generic(op, st, mem),
+        ref f => fast::execute(f, op, st, mem).map_err(Stop::Fault),
+    }
+}
+
+/// The generic handlers, one per operation class.
+#[inline(never)]
+pub fn generic<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     match op.kind {
         Kind::Mov => mov::mov(op, st, mem)?,
         Kind::Movzx => mov::movzx(op, st, mem)?,

@@ -467,9 +467,12 @@ pub fn state_for(rng: &mut Rng, n: &Native, code: Vec<u8>) -> Case {
                 }
             }
             if matches!(op.kind, Kind::JmpInd | Kind::CallInd) {
+                // The address may be anywhere (`jmp *0xffffffffffffffff`):
+                // compare offsets, never `a + 8`, which can wrap.
                 let a = crate::exec::ea(&m, &st);
-                if a >= sa && a + 8 <= sa + SCRATCH_LEN as u64 {
-                    let o = (a - sa) as usize;
+                let o = a.wrapping_sub(sa);
+                if a >= sa && o <= SCRATCH_LEN as u64 - 8 {
+                    let o = o as usize;
                     scratch[o..o + 8].copy_from_slice(&end.to_le_bytes());
                 }
             }

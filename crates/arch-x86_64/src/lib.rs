@@ -8,6 +8,7 @@ mod branch;
 mod decode;
 mod eflags;
 mod exec;
+mod fast;
 pub mod fuzzing;
 #[cfg(all(feature = "oracle", target_arch = "x86_64", target_os = "linux"))]
 pub mod gen;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use rseq_emu_core::Arch;
-use rseq_emu_x86_64::gen::random_case;
+use rseq_emu_x86_64::gen::{random_case, state_for};
 use rseq_emu_x86_64::oracle::{check, Native, Rng, Verdict};
 use rseq_emu_x86_64::{Kind, X86_64};
 
@@ -154,5 +154,34 @@ fn fuzz_oracle_regressions() {
     ];
     for c in cases {
         rseq_emu_x86_64::oracle::fuzz_oracle(c);
+    }
+}
+
+/// The `x86_oracle` finding `jmp *0xffffffffffffffff` (fuzz seed 1): the
+/// case generator computed `address + 8` for the memory-indirect target
+/// and overflowed (a panic, which libFuzzer reports as a deadly signal).
+/// The executor was right: the 8-byte load wraps the address space and
+/// faults, so the case is not run natively.
+#[test]
+fn fuzz_oracle_jmp_abs_minus_1() {
+    // seed 0x22_00_27_4d_24_ff_00_10, then `ff 24 25 ff ff ff ff` + tail
+    let input: &[u8] = &[
+        0x10, 0x00, 0xff, 0x24, 0x4d, 0x27, 0x00, 0x22, 0xff, 0x24, 0x25, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0x4d, 0xff, 0x00, 0x22, 0x00,
+    ];
+    rseq_emu_x86_64::oracle::fuzz_oracle(input);
+
+    let mut native = Native::new().expect("native oracle available");
+    let code = vec![0xff, 0x24, 0x25, 0xff, 0xff, 0xff, 0xff];
+    let d = X86_64::decode(&code, native.snippet_ip());
+    assert_eq!(
+        d.op.as_ref().map(|op| op.kind),
+        Ok(Kind::JmpInd),
+        "{}",
+        d.text
+    );
+    for seed in 0..64 {
+        let case = state_for(&mut Rng(seed), &native, code.clone());
+        assert_eq!(check(&mut native, &case), Ok(Verdict::Skipped));
     }
 }

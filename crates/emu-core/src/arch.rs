@@ -180,7 +180,23 @@ pub struct Program<A: Arch + ?Sized> {
     /// offset from start_ip -> index into `insns` + 1 (0: not an instruction start).
     index: Vec<u32>,
     reachable: Vec<bool>,
+    /// Per instruction, its likely successors: `(ip, index)` for the
+    /// fall-through and the first direct target, with [`NO_SUCC`] when that
+    /// address is not an instruction of the section. The run loop follows
+    /// these when the new ip matches, so the next index does not depend on
+    /// the ip the executor just wrote (a predicted compare instead of a
+    /// load chain through `index`).
+    succ: Vec<[(u64, u32); 2]>,
 }
+
+/// "Not an instruction of the section" in [`Program`]'s successor table.
+const NO_SUCC: u32 = u32::MAX;
+
+/// An address inside the section that no decoded instruction starts at.
+const NOT_BOUNDARY: usize = usize::MAX;
+
+/// An address outside the section.
+const OUTSIDE: usize = usize::MAX - 1;
 
 impl<A: Arch + ?Sized> Program<A> {
     /// Decode the section `[start_ip, post_commit_ip)`. `code` holds the bytes
@@ -211,13 +227,17 @@ impl<A: Arch + ?Sized> Program<A> {
                 post_commit_ip,
             });
         }
+        // About one instruction per 4 bytes; growing these vectors copies
+        // every decoded instruction again.
+        let guess = (len as usize / 4 + 4).min(4096);
         let mut p = Program {
             start_ip,
             post_commit_ip,
-            ops: Vec::new(),
-            insns: Vec::new(),
+            ops: Vec::with_capacity(guess),
+            insns: Vec::with_capacity(guess),
             index: vec![0; len as usize],
             reachable: Vec::new(),
+            succ: Vec::new(),
         };
         let bytes_at = |ip: u64| &code[(ip - code_base) as usize..];
         // Linear sweep, then every direct target that is not yet a boundary.
@@ -239,6 +259,21 @@ impl<A: Arch + ?Sized> Program<A> {
             }
         }
         p.mark_reachable();
+        p.succ = p
+            .insns
+            .iter()
+            .map(|d| {
+                let succ = |ip: u64| {
+                    let i = p.index_of(ip).map_or(NO_SUCC, |i| i as u32);
+                    (ip, i)
+                };
+                let fall = d.ip + u64::from(d.len.max(1));
+                [
+                    succ(fall),
+                    succ(d.flow.targets.first().copied().unwrap_or(fall)),
+                ]
+            })
+            .collect();
         Ok(p)
     }
 
@@ -323,55 +358,327 @@ impl<A: Arch + ?Sized> Program<A> {
         budget: u64,
     ) -> RunResult {
         let mut steps = 0u64;
-        let len = self.index.len() as u64;
+        let mut i = self.locate(state.ip());
+        if i == OUTSIDE {
+            return self.left(state.ip(), steps);
+        }
         loop {
-            let ip = state.ip();
-            let off = ip.wrapping_sub(self.start_ip);
-            if off >= len {
-                let outcome = if ip == self.post_commit_ip {
-                    Outcome::Committed
-                } else {
-                    Outcome::Exited { ip }
-                };
-                return RunResult { outcome, steps };
-            }
             if steps >= budget {
                 return RunResult {
-                    outcome: Outcome::BudgetExceeded { ip },
+                    outcome: Outcome::BudgetExceeded { ip: state.ip() },
                     steps,
                 };
             }
-            let n = self.index[off as usize];
-            if n == 0 {
+            if i == NOT_BOUNDARY {
                 return RunResult {
                     outcome: Outcome::Unsupported {
-                        ip,
+                        ip: state.ip(),
                         insn: "(no instruction starts here)".into(),
                         reason: "control reached an address inside the section that is not an instruction boundary found by decoding".into(),
                     },
                     steps,
                 };
             }
-            let i = n as usize - 1;
             let stop = match &self.ops[i] {
-                Some(op) => match A::execute(op, state, mem) {
-                    Ok(()) => {
-                        steps += 1;
-                        continue;
-                    }
-                    Err(s) => s,
-                },
-                None => Stop::Unsupported(self.insns[i].op.clone().err().unwrap_or_default()),
+                Some(op) => A::execute(op, state, mem).err(),
+                None => Some(Stop::Unsupported(
+                    self.insns[i].op.clone().err().unwrap_or_default(),
+                )),
             };
-            let outcome = match stop {
-                Stop::Unsupported(reason) => Outcome::Unsupported {
-                    ip,
-                    insn: self.insns[i].text.clone(),
-                    reason,
-                },
-                Stop::Fault(fault) => Outcome::Fault { ip, fault },
+            if let Some(stop) = stop {
+                return RunResult {
+                    outcome: self.stopped(i, stop),
+                    steps,
+                };
+            }
+            steps += 1;
+            let ip = state.ip();
+            let [fall, target] = self.succ[i];
+            let next = if ip == fall.0 {
+                fall.1
+            } else if ip == target.0 {
+                target.1
+            } else {
+                NO_SUCC
             };
-            return RunResult { outcome, steps };
+            i = if next != NO_SUCC {
+                next as usize
+            } else {
+                let i = self.locate(ip);
+                if i == OUTSIDE {
+                    return self.left(ip, steps);
+                }
+                i
+            };
+        }
+    }
+
+    /// The instruction at `ip`: its index, [`NOT_BOUNDARY`] inside the
+    /// section but not at an instruction start, [`OUTSIDE`] outside it.
+    #[inline]
+    fn locate(&self, ip: u64) -> usize {
+        let off = ip.wrapping_sub(self.start_ip);
+        match self.index.get(off as usize) {
+            _ if off >= self.index.len() as u64 => OUTSIDE,
+            Some(&n) if n != 0 => n as usize - 1,
+            _ => NOT_BOUNDARY,
+        }
+    }
+
+    /// The result of leaving the section for `ip` after `steps` instructions.
+    #[inline]
+    fn left(&self, ip: u64, steps: u64) -> RunResult {
+        let outcome = if ip == self.post_commit_ip {
+            Outcome::Committed
+        } else {
+            Outcome::Exited { ip }
+        };
+        RunResult { outcome, steps }
+    }
+
+    /// The outcome of instruction `i` stopping with `stop`.
+    #[cold]
+    fn stopped(&self, i: usize, stop: Stop) -> Outcome {
+        let ip = self.insns[i].ip;
+        match stop {
+            Stop::Unsupported(reason) => Outcome::Unsupported {
+                ip,
+                insn: self.insns[i].text.clone(),
+                reason,
+            },
+            Stop::Fault(fault) => Outcome::Fault { ip, fault },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::SparseMemory;
+
+    /// A toy ISA to pin down the run loop: `00` nop, `20 d` jmp rel8,
+    /// `21 d` if acc != 0 { acc -= 1; jmp rel8 }, `30` jmp *acc,
+    /// `40` acc = byte at acc (may fault), `ff` not emulated.
+    #[derive(Debug)]
+    enum Toy {}
+
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    struct ToyState {
+        ip: u64,
+        acc: u64,
+    }
+
+    impl ArchState for ToyState {
+        fn ip(&self) -> u64 {
+            self.ip
+        }
+        fn set_ip(&mut self, ip: u64) {
+            self.ip = ip;
+        }
+    }
+
+    impl Arch for Toy {
+        const KIND: ArchKind = ArchKind::X86_64;
+        const HAS_EXECUTOR: bool = true;
+        type State = ToyState;
+        type Op = (u8, u64, u64);
+
+        fn decode(bytes: &[u8], ip: u64) -> DecodedInsn<Self::Op> {
+            let b = bytes.first().copied().unwrap_or(0xff);
+            let len: u8 = if matches!(b, 0x20 | 0x21) { 2 } else { 1 };
+            let d = bytes.get(1).copied().unwrap_or(0) as i8;
+            let next = ip + u64::from(len);
+            let target = next.wrapping_add(d as u64);
+            let flow = match b {
+                0x20 => Flow {
+                    falls_through: false,
+                    targets: vec![target],
+                    indirect: false,
+                },
+                0x21 => Flow {
+                    falls_through: true,
+                    targets: vec![target],
+                    indirect: false,
+                },
+                0x30 => Flow {
+                    falls_through: false,
+                    targets: vec![],
+                    indirect: true,
+                },
+                _ => Flow {
+                    falls_through: true,
+                    targets: vec![],
+                    indirect: false,
+                },
+            };
+            DecodedInsn {
+                ip,
+                len,
+                text: format!("toy {b:02x}"),
+                op: if matches!(b, 0x00 | 0x20 | 0x21 | 0x30 | 0x40) {
+                    Ok((b, next, target))
+                } else {
+                    Err("toy: not emulated".into())
+                },
+                flow,
+            }
+        }
+
+        fn execute<M: Memory + ?Sized>(
+            &(b, next, target): &Self::Op,
+            st: &mut ToyState,
+            mem: &mut M,
+        ) -> Result<(), Stop> {
+            st.ip = match b {
+                0x20 => target,
+                0x21 if st.acc != 0 => {
+                    st.acc -= 1;
+                    target
+                }
+                0x30 => st.acc,
+                0x40 => {
+                    st.acc = u64::from(mem.read_u8(st.acc)?);
+                    next
+                }
+                _ => next,
+            };
+            Ok(())
+        }
+    }
+
+    const BASE: u64 = 0x1000;
+
+    fn run(code: &[u8], acc: u64, budget: u64) -> (RunResult, ToyState) {
+        let p = Program::<Toy>::decode(code, BASE, BASE, BASE + code.len() as u64).unwrap();
+        let mut st = ToyState { ip: BASE, acc };
+        let mut mem = SparseMemory::new();
+        mem.map(0x10, vec![7; 4], true).unwrap();
+        let r = p.run(&mut st, &mut mem, budget);
+        (r, st)
+    }
+
+    /// Run with budget 1 over and over (what a single-stepper does).
+    fn single_step(code: &[u8], acc: u64) -> (Outcome, u64, ToyState) {
+        let p = Program::<Toy>::decode(code, BASE, BASE, BASE + code.len() as u64).unwrap();
+        let mut st = ToyState { ip: BASE, acc };
+        let mut mem = SparseMemory::new();
+        mem.map(0x10, vec![7; 4], true).unwrap();
+        let mut steps = 0;
+        for _ in 0..1000 {
+            let r = p.run(&mut st, &mut mem, 1);
+            steps += r.steps;
+            if !matches!(r.outcome, Outcome::BudgetExceeded { .. }) {
+                return (r.outcome, steps, st);
+            }
+        }
+        panic!("no end");
+    }
+
+    fn outcome(code: &[u8], acc: u64, budget: u64) -> (Outcome, u64) {
+        let (r, _) = run(code, acc, budget);
+        (r.outcome, r.steps)
+    }
+
+    #[test]
+    fn straight_line_and_loops_commit() {
+        assert_eq!(outcome(&[0, 0, 0], 0, 100), (Outcome::Committed, 3));
+        // 21 fe: a self-loop taken acc times, then the fall-through commits.
+        assert_eq!(outcome(&[0x21, 0xfe], 5, 100), (Outcome::Committed, 6));
+        let (r, st) = run(&[0, 0x21, 0xfe, 0], 3, 100);
+        assert_eq!((r.outcome, r.steps, st.acc), (Outcome::Committed, 6, 0));
+    }
+
+    #[test]
+    fn budget_counts_executed_instructions_and_an_exit_wins_at_the_limit() {
+        assert_eq!(
+            outcome(&[0x21, 0xfe], 100, 10),
+            (Outcome::BudgetExceeded { ip: BASE }, 10)
+        );
+        assert_eq!(outcome(&[0x21, 0xfe], 5, 6), (Outcome::Committed, 6));
+        assert_eq!(
+            outcome(&[0x21, 0xfe], 5, 5),
+            (Outcome::BudgetExceeded { ip: BASE }, 5)
+        );
+        assert_eq!(
+            outcome(&[0, 0], 0, 0),
+            (Outcome::BudgetExceeded { ip: BASE }, 0)
+        );
+    }
+
+    #[test]
+    fn exits_unsupported_faults_and_non_boundaries() {
+        // jmp *acc out of the section, to the commit point, back to the start.
+        assert_eq!(
+            outcome(&[0x30, 0], 0x9999, 10),
+            (Outcome::Exited { ip: 0x9999 }, 1)
+        );
+        assert_eq!(outcome(&[0x30, 0], BASE + 2, 10), (Outcome::Committed, 1));
+        // A jump before the section is an exit too.
+        assert_eq!(
+            outcome(&[0x20, 0xf0], 0, 10),
+            (Outcome::Exited { ip: BASE + 2 - 16 }, 1)
+        );
+        // Not emulated: the state stays at the instruction.
+        let (r, st) = run(&[0, 0xff, 0], 0, 10);
+        assert_eq!(r.steps, 1);
+        assert_eq!(st.ip, BASE + 1);
+        assert!(matches!(
+            r.outcome,
+            Outcome::Unsupported { ip, ref insn, ref reason }
+                if ip == BASE + 1 && insn == "toy ff" && reason == "toy: not emulated"
+        ));
+        // A fault: the state stays at the instruction.
+        let (r, st) = run(&[0, 0x40, 0], 0x20, 10);
+        assert!(
+            matches!(r.outcome, Outcome::Fault { ip, fault } if ip == BASE + 1 && fault.addr == 0x20)
+        );
+        assert_eq!((r.steps, st.ip, st.acc), (1, BASE + 1, 0x20));
+        // The load works on mapped memory.
+        let (r, st) = run(&[0x40], 0x10, 10);
+        assert_eq!((r.outcome, st.acc), (Outcome::Committed, 7));
+        // Into the middle of `20 00`: not an instruction boundary.
+        let (r, _) = run(&[0x30, 0x20, 0x00], BASE + 2, 10);
+        assert_eq!(r.steps, 1);
+        assert!(
+            matches!(r.outcome, Outcome::Unsupported { ip, .. } if ip == BASE + 2),
+            "{:?}",
+            r.outcome
+        );
+        // Starting outside, or on a non-boundary.
+        let p = Program::<Toy>::decode(&[0x20, 0, 0], BASE, BASE, BASE + 3).unwrap();
+        let mut mem = SparseMemory::new();
+        let mut st = ToyState {
+            ip: BASE + 3,
+            acc: 0,
+        };
+        assert_eq!(p.run(&mut st, &mut mem, 5).outcome, Outcome::Committed);
+        let mut st = ToyState {
+            ip: BASE + 1,
+            acc: 0,
+        };
+        assert!(matches!(
+            p.run(&mut st, &mut mem, 5).outcome,
+            Outcome::Unsupported { .. }
+        ));
+    }
+
+    #[test]
+    fn single_stepping_ends_like_one_run() {
+        let cases: &[(&[u8], u64)] = &[
+            (&[0x21, 0xfe], 7),
+            (&[0, 0x21, 0xfd, 0x30], 3),
+            (&[0x30, 0x20, 0x00], BASE + 2),
+            (&[0, 0x40, 0], 0x20),
+            (&[0, 0x40, 0], 0x11),
+            (&[0, 0xff], 0),
+        ];
+        for &(code, acc) in cases {
+            let (r, st) = run(code, acc, 1000);
+            assert_eq!(
+                single_step(code, acc),
+                (r.outcome, r.steps, st),
+                "{code:02x?} acc {acc:#x}"
+            );
         }
     }
 }

@@ -11,7 +11,6 @@
 //! Every access can be observed by wrapping a backend in [`Observed`] with an
 //! [`AccessObserver`]; `()` observes nothing and costs nothing.
 
-use std::collections::BTreeMap;
 use thiserror::Error;
 
 /// Whether an access reads or writes.
@@ -244,10 +243,27 @@ pub enum RegionError {
 
 /// A sparse snapshot: a few non-overlapping regions, everything else
 /// unmapped. Accesses may span adjacent regions.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Regions are kept sorted by start address; the region of the last access
+/// is remembered, so the common case (a section hitting one or two regions
+/// over and over) costs one range check, and the sized accessors
+/// (`read_u64`, `write_u8`, …) copy a fixed number of bytes.
+#[derive(Clone, Debug, Default)]
 pub struct SparseMemory {
-    regions: BTreeMap<u64, Region>,
+    /// Sorted by start, non-overlapping.
+    regions: Vec<(u64, Region)>,
+    /// Index of the region the last access hit (a hint; may be stale only
+    /// as far as "any valid index or 0").
+    last: usize,
 }
+
+impl PartialEq for SparseMemory {
+    fn eq(&self, other: &Self) -> bool {
+        self.regions == other.regions
+    }
+}
+
+impl Eq for SparseMemory {}
 
 impl SparseMemory {
     /// An empty address space.
@@ -264,33 +280,68 @@ impl SparseMemory {
         let end = start
             .checked_add(len)
             .ok_or(RegionError::Wraps { start, len })?;
-        if let Some((&s, r)) = self.regions.range(..end).next_back() {
+        // First region starting at or after `end`; the one before it is the
+        // only candidate for an overlap.
+        let at = self.regions.partition_point(|(s, _)| *s < end);
+        if let Some((s, r)) = at.checked_sub(1).map(|i| &self.regions[i]) {
             if s + r.data.len() as u64 > start {
                 return Err(RegionError::Overlap {
                     start,
                     len,
-                    existing: s,
+                    existing: *s,
                 });
             }
         }
-        self.regions.insert(start, Region { data, writable });
+        self.regions.insert(at, (start, Region { data, writable }));
+        self.last = 0;
         Ok(())
     }
 
     /// The regions, by start address.
     pub fn regions(&self) -> impl Iterator<Item = (u64, &Region)> {
-        self.regions.iter().map(|(&a, r)| (a, r))
+        self.regions.iter().map(|(a, r)| (*a, r))
     }
 
-    /// The region containing `addr` and the offset of `addr` in it.
+    /// Index of the region containing `addr`.
     #[inline]
-    fn locate(&self, addr: u64) -> Option<(u64, &Region)> {
-        let (&s, r) = self.regions.range(..=addr).next_back()?;
-        if addr - s < r.data.len() as u64 {
-            Some((s, r))
-        } else {
-            None
+    fn find(&self, addr: u64) -> Option<usize> {
+        let i = self
+            .regions
+            .partition_point(|(s, _)| *s <= addr)
+            .checked_sub(1)?;
+        let (s, r) = &self.regions[i];
+        (addr - s < r.data.len() as u64).then_some(i)
+    }
+
+    /// Offset of `[addr, addr+len)` in the region at `i` if it lies wholly inside it.
+    #[inline(always)]
+    fn inside(&self, i: usize, addr: u64, len: usize) -> Option<usize> {
+        let (s, r) = self.regions.get(i)?;
+        let off = addr.wrapping_sub(*s);
+        let n = r.data.len() as u64;
+        (off < n && n - off >= len as u64).then_some(off as usize)
+    }
+
+    /// Region index and offset of an access lying wholly inside one region
+    /// (writable if asked): the last region first, then a search.
+    #[inline(always)]
+    fn hit(&mut self, addr: u64, len: usize, write: bool) -> Option<(usize, usize)> {
+        let i = self.last;
+        if let Some(off) = self.inside(i, addr, len) {
+            if !write || self.regions[i].1.writable {
+                return Some((i, off));
+            }
+            return None;
         }
+        self.hit_slow(addr, len, write)
+    }
+
+    #[inline(never)]
+    fn hit_slow(&mut self, addr: u64, len: usize, write: bool) -> Option<(usize, usize)> {
+        let i = self.find(addr)?;
+        self.last = i;
+        let off = self.inside(i, addr, len)?;
+        (!write || self.regions[i].1.writable).then_some((i, off))
     }
 
     /// Whether every byte of `[addr, addr+len)` is mapped (and writable if asked).
@@ -301,42 +352,36 @@ impl SparseMemory {
             None => return false,
         };
         while a < end {
-            match self.locate(a) {
+            match self.find(a).map(|i| &self.regions[i]) {
                 Some((s, r)) if !write || r.writable => a = s + r.data.len() as u64,
                 _ => return false,
             }
         }
         true
     }
-}
 
-impl Memory for SparseMemory {
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+    /// An access that spans regions or faults (the rare case).
+    #[inline(never)]
+    fn read_spanning(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
         let fault = MemFault {
             addr,
             size: buf.len(),
             kind: AccessKind::Read,
         };
-        // Fast path: the whole access inside one region.
-        if let Some((s, r)) = self.locate(addr) {
-            let off = (addr - s) as usize;
-            if let Some(src) = r.data.get(off..off + buf.len()) {
-                buf.copy_from_slice(src);
-                return Ok(());
-            }
-        }
         if !self.check(addr, buf.len(), false) {
             return Err(fault);
         }
         for (i, b) in buf.iter_mut().enumerate() {
             let a = addr + i as u64;
-            let (s, r) = self.locate(a).ok_or(fault)?;
+            let (s, r) = self.find(a).map(|i| &self.regions[i]).ok_or(fault)?;
             *b = r.data[(a - s) as usize];
         }
         Ok(())
     }
 
-    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+    /// A store that spans regions or faults (the rare case).
+    #[inline(never)]
+    fn write_spanning(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
         let fault = MemFault {
             addr,
             size: data.len(),
@@ -347,10 +392,95 @@ impl Memory for SparseMemory {
         }
         for (i, &b) in data.iter().enumerate() {
             let a = addr + i as u64;
-            let (&s, r) = self.regions.range_mut(..=a).next_back().ok_or(fault)?;
-            r.data[(a - s) as usize] = b;
+            let k = self.find(a).ok_or(fault)?;
+            let (s, r) = &mut self.regions[k];
+            r.data[(a - *s) as usize] = b;
         }
         Ok(())
+    }
+
+    /// Load `N` bytes.
+    #[inline(always)]
+    fn load<const N: usize>(&mut self, addr: u64) -> Result<[u8; N], MemFault> {
+        if let Some((i, off)) = self.hit(addr, N, false) {
+            let mut b = [0u8; N];
+            b.copy_from_slice(&self.regions[i].1.data[off..off + N]);
+            return Ok(b);
+        }
+        let mut b = [0u8; N];
+        self.read_spanning(addr, &mut b)?;
+        Ok(b)
+    }
+
+    /// Store `N` bytes.
+    #[inline(always)]
+    fn store<const N: usize>(&mut self, addr: u64, v: [u8; N]) -> Result<(), MemFault> {
+        if let Some((i, off)) = self.hit(addr, N, true) {
+            self.regions[i].1.data[off..off + N].copy_from_slice(&v);
+            return Ok(());
+        }
+        self.write_spanning(addr, &v)
+    }
+}
+
+impl Memory for SparseMemory {
+    #[inline]
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        if let Some((i, off)) = self.hit(addr, buf.len(), false) {
+            buf.copy_from_slice(&self.regions[i].1.data[off..off + buf.len()]);
+            return Ok(());
+        }
+        self.read_spanning(addr, buf)
+    }
+
+    #[inline]
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
+        if let Some((i, off)) = self.hit(addr, data.len(), true) {
+            self.regions[i].1.data[off..off + data.len()].copy_from_slice(data);
+            return Ok(());
+        }
+        self.write_spanning(addr, data)
+    }
+
+    #[inline]
+    fn read_u8(&mut self, addr: u64) -> Result<u8, MemFault> {
+        Ok(self.load::<1>(addr)?[0])
+    }
+    #[inline]
+    fn read_u16(&mut self, addr: u64) -> Result<u16, MemFault> {
+        self.load(addr).map(u16::from_le_bytes)
+    }
+    #[inline]
+    fn read_u32(&mut self, addr: u64) -> Result<u32, MemFault> {
+        self.load(addr).map(u32::from_le_bytes)
+    }
+    #[inline]
+    fn read_u64(&mut self, addr: u64) -> Result<u64, MemFault> {
+        self.load(addr).map(u64::from_le_bytes)
+    }
+    #[inline]
+    fn read_u128(&mut self, addr: u64) -> Result<u128, MemFault> {
+        self.load(addr).map(u128::from_le_bytes)
+    }
+    #[inline]
+    fn write_u8(&mut self, addr: u64, v: u8) -> Result<(), MemFault> {
+        self.store(addr, [v])
+    }
+    #[inline]
+    fn write_u16(&mut self, addr: u64, v: u16) -> Result<(), MemFault> {
+        self.store(addr, v.to_le_bytes())
+    }
+    #[inline]
+    fn write_u32(&mut self, addr: u64, v: u32) -> Result<(), MemFault> {
+        self.store(addr, v.to_le_bytes())
+    }
+    #[inline]
+    fn write_u64(&mut self, addr: u64, v: u64) -> Result<(), MemFault> {
+        self.store(addr, v.to_le_bytes())
+    }
+    #[inline]
+    fn write_u128(&mut self, addr: u64, v: u128) -> Result<(), MemFault> {
+        self.store(addr, v.to_le_bytes())
     }
 }
 
@@ -417,6 +547,44 @@ mod tests {
         assert_eq!(m.observer.accesses.len(), 2);
         assert_eq!(m.observer.accesses[0].data, vec![0xef, 0xbe]);
         assert!(m.observer.accesses[1].faulted);
+    }
+
+    #[test]
+    fn alternating_regions_and_permissions() {
+        // Regions mapped out of order; accesses hop between them so the
+        // last-region hint is wrong half the time.
+        let mut m = SparseMemory::new();
+        m.map(0x5000, vec![5; 16], false).unwrap();
+        m.map(0x1000, vec![1; 16], true).unwrap();
+        m.map(0x3000, vec![3; 16], true).unwrap();
+        let starts: Vec<u64> = m.regions().map(|(a, _)| a).collect();
+        assert_eq!(starts, [0x1000, 0x3000, 0x5000]);
+        for k in 0..4u64 {
+            m.write_u32(0x1000 + 4 * k, k as u32).unwrap();
+            assert_eq!(m.read_u8(0x5000 + k).unwrap(), 5);
+            m.write_u16(0x3000 + 2 * k, 0x100 + k as u16).unwrap();
+            assert!(m.write_u8(0x5000 + k, 0).is_err());
+            assert!(m.read_u8(0x4000).is_err());
+            assert_eq!(m.read_u32(0x1000 + 4 * k).unwrap(), k as u32);
+        }
+        assert_eq!(m.read_u64(0x3000).unwrap(), 0x0103_0102_0101_0100);
+        // The end of a region: the last byte reads, one past it faults.
+        assert_eq!(m.read_u8(0x100c).unwrap(), 3);
+        assert_eq!(m.read_u8(0x100f).unwrap(), 0);
+        assert!(m.read_u16(0x100f).is_err());
+        assert!(m.read_u8(0x1010).is_err());
+        assert!(m.read_u64(0x5009).is_err());
+        assert_eq!(m.read_u64(0x5008).unwrap(), 0x0505_0505_0505_0505);
+        // Mapping between existing regions, and an overlap on either side.
+        m.map(0x2000, vec![2; 0x1000], true).unwrap();
+        assert!(m.map(0x1fff, vec![0; 1], true).is_ok());
+        assert!(m.map(0x1008, vec![0; 8], true).is_err());
+        assert!(m.map(0x2fff, vec![0; 2], true).is_err());
+        // Now 0x1000..0x3010 is contiguous: a spanning store.
+        m.write_u64(0x2ffc, u64::MAX).unwrap();
+        assert_eq!(m.read_u32(0x3000).unwrap(), u32::MAX);
+        assert_eq!(m.read_u32(0x2ffc).unwrap(), u32::MAX);
+        assert_eq!(m, m.clone());
     }
 
     #[test]

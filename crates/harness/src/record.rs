@@ -40,6 +40,11 @@ pub struct Args {
     /// Native attempts per case before giving up (kernel interference).
     #[arg(long, default_value_t = 200)]
     pub attempts: usize,
+    /// The CPU to record on (0..15; the sequences compare against it, so
+    /// the same seed generates the same cases only on the same CPU).
+    /// Default: the CPU the command starts on, or 0 when that is above 15.
+    #[arg(long)]
+    pub cpu: Option<u32>,
     /// `x86_64` (native, under the kernel's rseq) or `aarch64` (under the
     /// qemu-user oracle, the rseq area supplied as memory).
     #[arg(long, default_value = "x86_64")]
@@ -208,8 +213,14 @@ pub fn record(args: &Args) -> Result<Vec<(String, PathBuf)>, Box<dyn Error>> {
     }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let rseq_off = native::rseq_offset()?;
-    let here = native::current_cpu()?;
-    let cpu = if here < 16 { here } else { 0 };
+    let cpu = match args.cpu {
+        Some(c) if c < 16 => c,
+        Some(c) => return Err(format!("--cpu {c}: the recorder supports CPUs 0..15").into()),
+        None => match native::current_cpu()? {
+            here if here < 16 => here,
+            _ => 0,
+        },
+    };
     let old = native::pin(cpu)?;
     let result = (|| -> Result<Vec<(String, PathBuf)>, Box<dyn Error>> {
         std::thread::yield_now();

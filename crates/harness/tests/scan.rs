@@ -346,3 +346,25 @@ fn corrupted_files_never_panic() {
         rseq_emu_harness::elf::fuzz_scan(&b);
     }
 }
+
+#[test]
+fn packed_relative_relocations_read_exactly() {
+    // ld -z pack-relative-relocs (DT_RELR) keeps the addends in place; every
+    // address must still equal nm's, and the file must really use DT_RELR
+    // (readelf is the oracle for that), or this test proves nothing.
+    let flags = ["-pie", "-fPIE", "-Wl,-z,pack-relative-relocs"];
+    check_seqs("x86_64", "pie-relr", &flags);
+    let bin = out_dir().join("seqs_x86_64_pie-relr");
+    let out = std::process::Command::new("readelf")
+        .arg("-d")
+        .arg(&bin)
+        .output()
+        .expect("run readelf");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(RELR)"),
+        "the linker did not emit DT_RELR"
+    );
+    let doc = scan_json(&bin);
+    let problems = doc["files"][0]["problems"].to_string();
+    assert!(!problems.contains("RELR"), "{problems}");
+}
