@@ -114,25 +114,25 @@ pub fn random_state(r: &mut Rng) -> A64State {
 
 /// Build the case for `words` at [`BLOCK`] from `state`, with random data.
 pub fn make_case(r: &mut Rng, words: &[u32], state: A64State) -> Generated {
-    let mut code = vec![0u8; 4096];
-    for c in code.chunks_mut(4) {
-        c.copy_from_slice(&EXIT_BRK.to_le_bytes());
-    }
+    let mut code = EXIT_BRK.to_le_bytes().repeat(1024);
     let at = (BLOCK - CODE) as usize;
     for (i, w) in words.iter().enumerate() {
         code[at + 4 * i..at + 4 * i + 4].copy_from_slice(&w.to_le_bytes());
     }
-    let mut data = vec![0u8; DATA_LEN as usize];
+    // 64 random words repeated over the data: varied values, cheap to build.
     let fill = r.below(3);
-    for (i, chunk) in data.chunks_mut(8).enumerate() {
-        let v = match fill {
-            0 => r.next_u64(),
-            1 => r.value(),
-            _ => (i as u64).wrapping_mul(0x0101_0101_0101_0101),
-        };
-        chunk.copy_from_slice(&v.to_le_bytes());
-    }
-    let ro: Vec<u8> = (0..RO_LEN).map(|i| (i as u8) ^ 0x5a).collect();
+    let pattern: Vec<u8> = (0..64u64)
+        .flat_map(|i| {
+            let v = match fill {
+                0 => r.next_u64(),
+                1 => r.value(),
+                _ => i.wrapping_mul(0x0101_0101_0101_0101),
+            };
+            v.to_le_bytes()
+        })
+        .collect();
+    let data = pattern.repeat((DATA_LEN / 512) as usize);
+    let ro = [0x5au8, 0xa5, 0x3c, 0xc3].repeat((RO_LEN / 4) as usize);
     Generated {
         case: Case {
             regions: vec![
