@@ -25,15 +25,27 @@ pub const RO: u64 = DATA + DATA_LEN + 0x1000;
 /// Size of the read-only page.
 pub const RO_LEN: u64 = 0x1000;
 
-/// A small deterministic PRNG (splitmix64).
+/// A small deterministic PRNG (splitmix64) that also picks registers.
 #[derive(Clone, Debug)]
-pub struct Rng(pub u64);
+pub struct Rng {
+    state: u64,
+    /// When non-empty, [`Rng::reg`] picks from these registers only (blocks
+    /// use a small pool so instructions depend on each other).
+    pool: Vec<u32>,
+}
 
 impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng {
+            state: seed,
+            pool: Vec::new(),
+        }
+    }
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
@@ -73,9 +85,14 @@ impl Rng {
             _ => self.next_u64(),
         }
     }
-    /// A register number 0..=31.
+    /// A register number 0..=31 (from the pool, if one is set).
     pub fn reg(&mut self) -> u32 {
-        self.u(32)
+        if self.pool.is_empty() {
+            self.u(32)
+        } else {
+            let i = self.below(self.pool.len() as u64) as usize;
+            self.pool[i]
+        }
     }
 }
 
@@ -647,6 +664,12 @@ pub fn random_case(r: &mut Rng) -> Generated {
     let mut words = Vec::with_capacity(n);
     let mut kinds = Vec::with_capacity(n);
     let mut pinned = 0u32;
+    if n > 1 && r.one_in(2) {
+        // A small register pool (31 = sp/zr included now and then): the
+        // block's instructions feed each other.
+        let k = 3 + r.below(4) as usize;
+        r.pool = (0..k).map(|_| r.u(32)).collect();
+    }
     for i in 0..n {
         if r.one_in(40) {
             words.push(r.next_u64() as u32);
@@ -665,6 +688,7 @@ pub fn random_case(r: &mut Rng) -> Generated {
         words.push(w);
         kinds.push(FORMS[f].0);
     }
+    r.pool.clear();
     let mut g = make_case(r, &words, st);
     g.kinds = kinds;
     g

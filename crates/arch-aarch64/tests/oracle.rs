@@ -93,7 +93,7 @@ fn oracle_runs_known_code() {
 fn oracle_round_trips_random_states() {
     use rseq_emu_aarch64::gen::{random_state, Rng};
     let mut o = QemuOracle::spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     let cases: Vec<_> = (0..200)
         .map(|_| {
             let mut c = case(&[0xd503_201f], vec![0; 4096]);
@@ -176,12 +176,12 @@ fn generated_forms_are_valid_under_qemu() {
     use rseq_emu_aarch64::gen::{random_case, Rng};
     let n = env_u64("RSEQ_EMU_ORACLE_ONLY", 3_000);
     let seed = env_u64("RSEQ_EMU_SEED", 0x5eed_0a64);
-    let mut rng = Rng(seed ^ 1);
+    let mut rng = Rng::new(seed ^ 1);
     let mut o = QemuOracle::spawn().unwrap_or_else(|e| panic!("{e}"));
     let gens: Vec<_> = (0..n)
         .map(|_| {
             let s = rng.next_u64();
-            (s, random_case(&mut Rng(s)))
+            (s, random_case(&mut Rng::new(s)))
         })
         .collect();
     let cases: Vec<_> = gens.iter().map(|(_, g)| g.case.clone()).collect();
@@ -220,7 +220,7 @@ fn executor_matches_qemu() {
     let n_cases = env_u64("RSEQ_EMU_SOAK", 100_000);
     let seed = env_u64("RSEQ_EMU_SEED", 0x5eed_0a64);
     let mut o = QemuOracle::spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     if !rseq_emu_aarch64::Aarch64::HAS_EXECUTOR {
         // Until the executor exists (Aarch64::HAS_EXECUTOR), there is
         // nothing to compare; the oracle and generator tests above still run.
@@ -237,7 +237,7 @@ fn executor_matches_qemu() {
         let batch: Vec<(u64, _)> = (0..1024)
             .map(|_| {
                 let s = rng.next_u64();
-                (s, random_case(&mut Rng(s)))
+                (s, random_case(&mut Rng::new(s)))
             })
             .collect();
         let items: Vec<_> = batch
