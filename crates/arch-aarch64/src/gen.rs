@@ -371,12 +371,20 @@ const FORMS: &[(&str, u32, Enc)] = &[
     }),
     ("shiftv_div", 4, |c| {
         let opc = [2, 3, 8, 9, 10, 11][c.r.below(6) as usize];
-        (c.r.u(2) << 31)
-            | 0x1ac0_0000
-            | (c.r.reg() << 16)
-            | (opc << 10)
-            | (c.r.reg() << 5)
-            | c.r.reg()
+        let sf = c.r.u(2);
+        let (rm, rn) = (c.r.reg(), c.r.reg());
+        if opc < 4 && rm != rn && rm != 31 && rn != 31 && c.r.one_in(3) {
+            // division edges: by zero, INT_MIN / -1 (both widths)
+            let min = if sf == 1 { 1 << 63 } else { 0x8000_0000 };
+            let (n, m) = match c.r.below(3) {
+                0 => (c.r.value(), 0),
+                1 => (min, u64::MAX),
+                _ => (min | (c.r.next_u64() << 32), 0xffff_ffff),
+            };
+            c.set(rn, n);
+            c.set(rm, m);
+        }
+        (sf << 31) | 0x1ac0_0000 | (rm << 16) | (opc << 10) | (rn << 5) | c.r.reg()
     }),
     ("onesrc", 3, |c| {
         let sf = c.r.u(2);
