@@ -45,6 +45,8 @@ pub const PAGE: u64 = 4096;
 const MAGIC_CASE: u32 = 0x4136_3443;
 const MAGIC_RESULT: u32 = 0x5236_3441;
 const STATE_BYTES: usize = 800;
+/// The harness's buffer for region bytes (`MAX_BYTES` in harness.c).
+const MAX_BYTES: usize = 8 << 20;
 
 /// `SIGILL`.
 pub const SIGILL: u32 = 4;
@@ -241,6 +243,12 @@ impl QemuOracle {
         }
         if case.regions.len() > 16 {
             return Err(OracleError::BadCase("more than 16 regions".into()));
+        }
+        let total: usize = case.regions.iter().map(|r| r.bytes.len()).sum();
+        if total > MAX_BYTES {
+            return Err(OracleError::BadCase(format!(
+                "{total} bytes of regions, more than the harness's {MAX_BYTES}"
+            )));
         }
         Ok(())
     }
@@ -621,4 +629,37 @@ fn compare(qcase: &Case, em: Emulated, q: &OracleResult) -> Result<Verdict, Stri
         steps,
         diffs.join("\n")
     ))
+}
+
+/// Fuzz body (for a cargo-fuzz target in soak mode, and the seed-corpus
+/// test): the first 8 bytes seed a random state and data ([`crate::gen`]),
+/// the rest are up to 8 instruction words run as a block; the executor and
+/// qemu must agree. Panics with the report on a mismatch, and if the
+/// oracle cannot start.
+pub fn fuzz_oracle(data: &[u8]) {
+    thread_local! {
+        static ORACLE: std::cell::RefCell<Option<QemuOracle>> = const { std::cell::RefCell::new(None) };
+    }
+    if data.len() < 12 {
+        return;
+    }
+    let seed = u64::from_le_bytes(data[..8].try_into().unwrap_or_default());
+    let words: Vec<u32> = data[8..]
+        .chunks_exact(4)
+        .take(8)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let mut rng = crate::gen::Rng::new(seed);
+    let st = crate::gen::random_state(&mut rng);
+    let g = crate::gen::make_case(&mut rng, &words, st);
+    ORACLE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(QemuOracle::spawn().unwrap_or_else(|e| panic!("{e}")));
+        }
+        let Some(o) = slot.as_mut() else { return };
+        if let Err(e) = check(o, &g.case, g.start, g.end) {
+            panic!("executor and qemu differ (seed {seed:#x}, words {words:08x?}):\n{e}");
+        }
+    });
 }

@@ -149,6 +149,9 @@ fn oracle_reports_faults() {
     assert!(o.run(&c).is_err(), "two regions in one page");
     c.regions[1].addr = 0x1000;
     assert!(o.run(&c).is_err(), "region outside the window");
+    c.regions[1].addr = DATA;
+    c.regions[1].bytes = vec![0; 9 << 20];
+    assert!(o.run(&c).is_err(), "more bytes than the harness holds");
     // The oracle still works after refusing.
     let c = case(&[0xd280_0540], vec![0; 4096]);
     assert_eq!(o.run(&c).expect("run").state.x[0], 42);
@@ -290,5 +293,19 @@ fn executor_matches_qemu() {
             let c = per_kind.get(k).copied().unwrap_or(0);
             assert!(c >= 100, "form {k} compared only {c} times");
         }
+    }
+}
+
+/// The qemu differential fuzz body over the executor's fuzz seed corpus
+/// (its code words after an 8-byte state seed).
+#[test]
+fn fuzz_oracle_seed_corpus() {
+    let corpus = rseq_emu_aarch64::fuzzing::seed_corpus();
+    assert!(corpus.len() > 10);
+    for seed in &corpus {
+        let code_at = seed.len().saturating_sub(32) & !3;
+        let mut v = seed[..8.min(seed.len())].to_vec();
+        v.extend_from_slice(&seed[code_at..]);
+        rseq_emu_aarch64::oracle::fuzz_oracle(&v);
     }
 }
