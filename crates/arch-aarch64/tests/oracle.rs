@@ -118,6 +118,18 @@ fn oracle_round_trips_random_states() {
     }
 }
 
+/// An endless loop ends on the harness's 2 s alarm, and the oracle goes on.
+#[test]
+fn oracle_times_out_endless_loops() {
+    let mut o = QemuOracle::spawn().unwrap_or_else(|e| panic!("{e}"));
+    let c = case(&[0x1400_0000], vec![0; 4096]); // b .
+    let r = o.run(&c).expect("run");
+    assert_eq!(r.signal, rseq_emu_aarch64::oracle::SIGALRM);
+    assert_eq!(r.state.pc, CODE + 0x800);
+    let c = case(&[0xd280_0540], vec![0; 4096]);
+    assert_eq!(o.run(&c).expect("run").state.x[0], 42);
+}
+
 /// A store to a read-only page and a branch to an unmapped page.
 #[test]
 fn oracle_reports_faults() {
