@@ -485,6 +485,36 @@ const FORMS: &[(&str, u32, Enc)] = &[
         2 => 0xd503_309f | ((1 + c.r.u(15)) << 8),
         _ => 0xd503_3fdf,
     }),
+    ("ldr_literal", 2, |c| {
+        // ldr w/x/ldrsw and SIMD s/d/q from a pc-relative literal: mostly
+        // the code page (readable), sometimes the data just past it.
+        let (opc, v) = match c.r.below(6) {
+            0 => (0, 0),
+            1 | 2 => (1, 0),
+            3 => (2, 0),
+            _ => (c.r.u(3), 1),
+        };
+        let words: i64 = if c.r.one_in(4) {
+            ((DATA - c.at) / 4 + c.r.below(0x100)) as i64
+        } else {
+            c.branch_words(19)
+        };
+        let words = words.clamp(-(1 << 18), (1 << 18) - 1);
+        (opc << 30) | 0x1800_0000 | (v << 26) | ((words as u32 & 0x7_ffff) << 5) | c.r.reg()
+    }),
+    ("prfm", 1, |c| {
+        let rn = c.r.reg();
+        c.base(rn, 8, 0);
+        let op = c.r.u(32);
+        match c.r.below(3) {
+            0 => 0xf980_0000 | (c.r.u(64) << 10) | (rn << 5) | op,
+            1 => 0xf880_0000 | ((c.r.u(512)) << 12) | (rn << 5) | op,
+            _ => {
+                let words = c.branch_words(19);
+                0xd800_0000 | ((words as u32 & 0x7_ffff) << 5) | op
+            }
+        }
+    }),
     ("ldst_uoff", 6, ldst_uoff),
     ("ldst_simm9", 6, ldst_simm9),
     ("ldst_regoff", 5, ldst_regoff),

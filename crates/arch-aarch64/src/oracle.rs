@@ -596,9 +596,11 @@ fn compare(qcase: &Case, em: Emulated, q: &OracleResult) -> Result<Verdict, Stri
             // si_addr: qemu reports the first faulting byte (the page
             // boundary for a crossing access), and 0 for an address outside
             // the 47 bits of guest address space it has on an x86_64 host
-            // (the tag byte aside).
+            // (the tag byte aside), also when only the end of the access
+            // is there.
             let inside = (q.addr >= f.addr && q.addr - f.addr < f.size.max(1) as u64)
-                || (q.addr == 0 && f.addr & 0x00ff_ffff_ffff_ffff >= 1 << 47);
+                || (q.addr == 0
+                    && (f.addr & 0x00ff_ffff_ffff_ffff) + f.size.max(1) as u64 > 1 << 47);
             if !matches!(q.signal, SIGSEGV | SIGBUS) || !inside {
                 diffs.push(format!(
                     "stop: qemu signal {} code {} addr {:#x} at pc {:#x}; emu {:?}",
