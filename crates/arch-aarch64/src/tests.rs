@@ -345,11 +345,13 @@ fn branches() {
     assert_eq!((s.pc, s.x[30]), (0x1234, PC + 4));
     assert_eq!(go(0xd61f_0020, &|s| s.x[1] = 0x8888).pc, 0x8888); // br
     assert_eq!(go(0xd65f_03c0, &|s| s.x[30] = 0x7777).pc, 0x7777); // ret
-                                                                   // Top byte ignored on a branch target (TBI0).
-    assert_eq!(
-        go(0xd61f_0020, &|s| s.x[1] = 0x5a00_0000_0000_8888).pc,
-        0x8888
-    );
+                                                                   // A tagged branch target is refused, state untouched.
+    let mut s = st();
+    s.x[1] = 0x5a00_0000_0000_8888;
+    let before = s;
+    let r = run(0xd61f_0020, &mut s, &mut mem());
+    assert!(matches!(r, Err(Stop::Unsupported(_))), "{r:?}");
+    assert_eq!(s, before);
 }
 
 #[test]
