@@ -702,7 +702,22 @@ pub fn random_case(r: &mut Rng) -> Generated {
     let mut words = Vec::with_capacity(n);
     let mut kinds = Vec::with_capacity(n);
     let mut pinned = 0u32;
-    if n > 1 && r.one_in(2) {
+    // One case in 12 is a counted loop: `mov counter, #k` at entry, a body,
+    // `subs counter, counter, #1; b.ne body` (the body's registers come from
+    // a pool without the counter; a body that clobbers it anyway runs into
+    // the budget and is skipped).
+    let counter = if n > 1 && r.one_in(3) {
+        let c = r.u(31);
+        st.x[c as usize] = 1 + r.below(5);
+        pinned |= 1 << c;
+        Some(c)
+    } else {
+        None
+    };
+    if let Some(c) = counter {
+        let k = 3 + r.below(4) as usize;
+        r.pool = (0..k).map(|_| r.u(32)).filter(|&x| x != c).collect();
+    } else if n > 1 && r.one_in(2) {
         // A small register pool (31 = sp/zr included now and then): the
         // block's instructions feed each other.
         let k = 3 + r.below(4) as usize;
@@ -734,6 +749,14 @@ pub fn random_case(r: &mut Rng) -> Generated {
         pinned = c.pinned;
         words.push(w);
         kinds.push(FORMS[f].0);
+    }
+    if let Some(c) = counter {
+        let body = words.len() as u32;
+        words.push(0xf100_0400 | (c << 5) | c); // subs xc, xc, #1
+        kinds.push("loop");
+        // b.ne back to the first word of the block
+        words.push(0x5400_0001 | ((body.wrapping_neg() & 0x7_ffff) << 5));
+        kinds.push("loop");
     }
     r.pool.clear();
     let mut g = make_case(r, &words, st);
