@@ -42,32 +42,95 @@ pub fn plan(loads: &[LoggedLoad], stores: &[BufferedStore]) -> Vec<PlanEntry> {
     out
 }
 
-/// [`plan`] into a reused vector (cleared first).
+/// Adjacent accesses merged (a byte-by-byte copy becomes 8-byte entries).
+struct Merge {
+    addr: u64,
+    buf: [u8; 16],
+    len: usize,
+    op: u32,
+}
+
+impl Merge {
+    fn new(op: u32) -> Self {
+        Merge {
+            addr: 0,
+            buf: [0; 16],
+            len: 0,
+            op,
+        }
+    }
+    fn push(&mut self, addr: u64, bytes: &[u8], out: &mut Vec<PlanEntry>) {
+        if self.len > 0
+            && addr == self.addr.wrapping_add(self.len as u64)
+            && self.len + bytes.len() <= 8
+        {
+            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+            return;
+        }
+        self.flush(out);
+        if bytes.len() > 8 {
+            chunks(addr, bytes, self.op, out);
+            return;
+        }
+        self.addr = addr;
+        self.buf[..bytes.len()].copy_from_slice(bytes);
+        self.len = bytes.len();
+    }
+    fn flush(&mut self, out: &mut Vec<PlanEntry>) {
+        if self.len > 0 {
+            chunks(self.addr, &self.buf[..self.len], self.op, out);
+            self.len = 0;
+        }
+    }
+}
+
+/// [`plan`] into a reused vector (cleared first). Loads adjacent in the
+/// log and in memory are merged into checks of up to 8 bytes, and so are
+/// stores other than the final one (a merged store leaves memory as a
+/// native run that stopped before or after those stores would; the final
+/// store, the commit, stays exactly the section's own).
 pub fn plan_into(loads: &[LoggedLoad], stores: &[BufferedStore], out: &mut Vec<PlanEntry>) {
     out.clear();
+    let mut m = Merge::new(0);
     for l in loads {
-        chunks(l.addr, l.bytes(), 0, out);
+        m.push(l.addr, l.bytes(), out);
     }
-    for s in stores {
-        chunks(s.addr, s.bytes(), 1, out);
+    m.flush(out);
+    let mut m = Merge::new(1);
+    if let Some((last, body)) = stores.split_last() {
+        for s in body {
+            m.push(s.addr, s.bytes(), out);
+        }
+        m.flush(out);
+        chunks(last.addr, last.bytes(), 1, out);
     }
 }
 
 /// RAII: all signals blocked on this thread until dropped.
-pub struct SignalsBlocked(libc::sigset_t);
+///
+/// Uses the raw `rt_sigprocmask` system call (one call each way, 8-byte
+/// kernel sigset): glibc's `pthread_sigmask` does the same call plus
+/// filtering of its internal signals, which does not matter for the few
+/// instructions of the commit (the kernel never blocks SIGKILL/SIGSTOP).
+pub struct SignalsBlocked(u64);
 
 impl SignalsBlocked {
     /// Block every signal, remembering the previous mask.
     pub fn new() -> Self {
-        // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask get
-        // valid pointers.
+        let all: u64 = !0;
+        let mut old: u64 = 0;
+        // SAFETY: rt_sigprocmask with valid 8-byte sets.
         unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-            SignalsBlocked(old)
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_BLOCK,
+                &all as *const u64,
+                &mut old as *mut u64,
+                8usize,
+            );
         }
+        SignalsBlocked(old)
     }
 }
 
@@ -81,7 +144,13 @@ impl Drop for SignalsBlocked {
     fn drop(&mut self) {
         // SAFETY: restores the mask saved by `new`.
         unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &self.0 as *const u64,
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
         }
     }
 }
@@ -108,8 +177,23 @@ impl std::error::Error for CommitError {}
 /// Every check address readable and every store address writable (the
 /// logged emulation establishes this).
 pub unsafe fn commit_once(plan: &[PlanEntry], cpu: u32) -> Result<CommitResult, CommitError> {
+    // SAFETY: the caller's contract.
+    unsafe { commit_with(plan, cpu, true) }
+}
+
+/// Run `plan` once natively on `cpu`, with all signals blocked when
+/// `block_signals` (two system calls) or not (a signal then aborts it, and
+/// the caller retries — the engine blocks from its second round on).
+///
+/// # Safety
+/// As for [`commit_once`].
+pub unsafe fn commit_with(
+    plan: &[PlanEntry],
+    cpu: u32,
+    block_signals: bool,
+) -> Result<CommitResult, CommitError> {
     let area = registration::area().map_err(CommitError::Registration)?;
-    let _b = SignalsBlocked::new();
+    let _b = block_signals.then(SignalsBlocked::new);
     // SAFETY: the caller's contract; `area` is this thread's registration.
     Ok(unsafe { arch::commit(plan, area.cast(), cpu) })
 }
@@ -162,6 +246,39 @@ mod tests {
         let r = unsafe { commit_once(&p, cpu + 10_000) }.unwrap();
         assert_eq!(r, CommitResult::Aborted);
         assert_eq!(x, [8, 0, 0x0102_0304, 0]);
+    }
+
+    /// A byte-by-byte copy: 16 one-byte loads become two 8-byte checks, 16
+    /// one-byte stores two 8-byte stores, and the final store stays alone
+    /// and last; committing it gives the same memory as the byte stores.
+    #[test]
+    fn adjacent_accesses_merge_and_the_final_store_stays_last() {
+        let src: [u8; 16] = core::array::from_fn(|i| i as u8 + 1);
+        let mut dst = [0u8; 16];
+        let mut flag = 0u32;
+        let loads: Vec<_> = (0..16)
+            .map(|i| LoggedLoad::new(src.as_ptr() as u64 + i, &[src[i as usize]]))
+            .collect();
+        let mut stores: Vec<_> = (0..16)
+            .map(|i| BufferedStore::new(dst.as_mut_ptr() as u64 + i, &[src[i as usize]]))
+            .collect();
+        stores.push(BufferedStore::new(
+            &mut flag as *mut u32 as u64,
+            &7u32.to_le_bytes(),
+        ));
+        let p = plan(&loads, &stores);
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(p[..2].iter().all(|e| e.op == 0 && e.size == 8));
+        assert!(p[2..4].iter().all(|e| e.op == 1 && e.size == 8));
+        assert_eq!((p[4].op, p[4].size, p[4].value), (1, 4, 7));
+        // SAFETY: addresses inside src, dst, flag.
+        let r = on_cpu(|cpu| match unsafe { commit_once(&p, cpu) }.unwrap() {
+            CommitResult::Aborted => None,
+            r => Some(r),
+        });
+        assert_eq!(r, CommitResult::Committed);
+        assert_eq!(dst, src);
+        assert_eq!(flag, 7);
     }
 
     #[test]

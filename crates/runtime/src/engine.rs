@@ -13,8 +13,11 @@ use crate::registration;
 use crate::section::{Refusal, Section};
 use rseq_emu_core::{ArchState, Outcome};
 
-/// How many emulate+commit rounds before reporting exhaustion.
+/// How many commit rounds before reporting exhaustion.
 pub const MAX_ROUNDS: u32 = 64;
+
+/// Plans longer than this run with signals blocked from the first round.
+pub const BLOCK_FROM_FIRST_ROUND: usize = 64;
 
 /// Result of [`complete`].
 #[derive(Debug, PartialEq, Eq)]
@@ -86,10 +89,31 @@ pub fn complete_on<T>(
     target: Option<u32>,
     mut step: impl FnMut(&mut Logged<LiveMemory>) -> Option<T>,
 ) -> Result<Completion<T>, CommitError> {
+    // Reuse this thread's log and plan allocations (taken out of the
+    // thread-local while in use, so a nested call just allocates afresh).
+    let (mut mem, mut plan) = SCRATCH
+        .with(|s| s.borrow_mut().take())
+        .unwrap_or_else(|| (Logged::new(LiveMemory), Vec::new()));
+    let r = rounds(target, &mut step, &mut mem, &mut plan);
+    SCRATCH.with(|s| *s.borrow_mut() = Some((mem, plan)));
+    r
+}
+
+type Scratch = (Logged<LiveMemory>, Vec<crate::arch::PlanEntry>);
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Option<Scratch>> = const { std::cell::RefCell::new(None) };
+}
+
+fn rounds<T>(
+    target: Option<u32>,
+    step: &mut impl FnMut(&mut Logged<LiveMemory>) -> Option<T>,
+    mem: &mut Logged<LiveMemory>,
+    plan: &mut Vec<crate::arch::PlanEntry>,
+) -> Result<Completion<T>, CommitError> {
     let mut pin = None;
     let mut migrated = false;
-    let mut mem = Logged::new(LiveMemory);
-    let mut plan = Vec::new();
+    let mut pending: Option<T> = None;
     for round in 1..=MAX_ROUNDS {
         let here = registration::current_cpu().map_err(CommitError::Registration)?;
         let cpu = target.unwrap_or(here);
@@ -102,25 +126,40 @@ pub fn complete_on<T>(
                 Err(_) => return Ok(Completion::Refused),
             }
         }
-        mem.clear();
-        let Some(result) = step(&mut mem) else {
-            return Ok(Completion::Refused);
-        };
-        if mem.stores.last().is_some_and(|s| s.len() > 8) {
-            return Ok(Completion::Refused);
+        // After an aborted (not mismatched) commit the same plan is tried
+        // again without emulating again: its checks re-validate every load
+        // (a store the aborted try already applied that a check covers
+        // makes that check fail, and then the section is emulated again).
+        if pending.is_none() {
+            mem.clear();
+            let Some(result) = step(mem) else {
+                return Ok(Completion::Refused);
+            };
+            if mem.stores.last().is_some_and(|s| s.len() > 8) {
+                return Ok(Completion::Refused);
+            }
+            commit::plan_into(&mem.loads, &mem.stores, plan);
+            pending = Some(result);
         }
-        commit::plan_into(&mem.loads, &mem.stores, &mut plan);
+        // Signals are blocked from the second round on, and from the first
+        // for a long plan: the first commit of a short plan runs unblocked
+        // (blocking costs two system calls, more than the rest of the
+        // path); if a signal aborts it, every later commit of this
+        // operation is immune to signals, so a storm costs at most one
+        // short round.
+        let block = round > 1 || plan.len() > BLOCK_FROM_FIRST_ROUND;
         // SAFETY: the logged run read every check address and validated
         // every store address.
-        match unsafe { commit::commit_once(&plan, cpu) }? {
+        match unsafe { commit::commit_with(plan, cpu, block) }? {
             CommitResult::Committed => {
                 return Ok(Completion::Done {
-                    result,
+                    result: pending.take().expect("emulated before commit"),
                     rounds: round,
                     migrated,
                 })
             }
-            CommitResult::Mismatch | CommitResult::Aborted => continue,
+            CommitResult::Mismatch => pending = None,
+            CommitResult::Aborted => {}
         }
     }
     Ok(Completion::Exhausted)

@@ -1,148 +1,202 @@
 //! Memory views for emulating a sequence inside the live process.
 //!
-//! * [`LiveMemory`] reads and writes this process through
-//!   `process_vm_readv`/`process_vm_writev` on itself, so a bad pointer in an
-//!   emulated section is a [`MemFault`] value, never a SIGSEGV. Writability
-//!   of a store target is checked with the kernel the same way.
+//! * [`LiveMemory`] reads this process's memory directly, after checking
+//!   the address against the thread's cache of `/proc/self/maps` mappings
+//!   (filled on a miss), so a bad pointer in an emulated section is a
+//!   [`MemFault`] value, never a SIGSEGV, and a hit costs no system call.
+//!   Store targets are checked for write permission the same way.
 //! * [`Logged`] wraps any backend: loads are recorded as (addr, bytes read
 //!   from the backend), stores are buffered in order and never reach the
 //!   backend; loads see earlier buffered stores. The engine's native commit
 //!   re-checks the load log and applies the stores.
+//!
+//! The mapping cache (per thread, [`MAP_CACHE`] entries) can go stale when
+//! another thread unmaps or write-protects a range afterwards. A section
+//! whose next access hits such a range would fault natively too (the
+//! emulation reads exactly the addresses a native run from the same state
+//! reads), so the cache adds no failure mode a native run does not have;
+//! docs/runtime.md.
 
 use rseq_emu_core::memory::{AccessKind, MemFault, Memory};
+use std::cell::RefCell;
+
+/// Mappings cached per thread.
+pub const MAP_CACHE: usize = 32;
+
+#[derive(Clone, Copy, Debug)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    read: bool,
+    write: bool,
+}
 
 thread_local! {
-    static WRITABLE: std::cell::RefCell<Vec<(u64, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static MAPS: RefCell<Vec<Mapping>> = const { RefCell::new(Vec::new()) };
 }
 
 /// This process's own memory, accessed fault-safely.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LiveMemory;
 
-fn self_pid() -> libc::pid_t {
-    // SAFETY: getpid has no preconditions.
-    unsafe { libc::getpid() }
+fn parse_maps(mut visit: impl FnMut(Mapping) -> bool) {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(range), Some(perms)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        let p = perms.as_bytes();
+        let m = Mapping {
+            start: a,
+            end: b,
+            read: p.first() == Some(&b'r'),
+            write: p.get(1) == Some(&b'w'),
+        };
+        if !visit(m) {
+            return;
+        }
+    }
 }
 
 impl LiveMemory {
-    /// Whether `len` bytes at `addr` are writable, without writing
-    /// (writing the bytes back would race with other threads): the ranges
-    /// and permissions of `/proc/self/maps`.
-    ///
-    /// Ranges found writable are cached per thread (16 entries): a range
-    /// unmapped or write-protected later by another thread would also make
-    /// the native sequence fault on that store, so the cache adds no new
-    /// failure mode (docs/runtime.md).
-    pub fn writable(&self, addr: u64, len: usize) -> bool {
+    /// Whether `[addr, addr+len)` is mapped readable (or writable, with
+    /// `write`), per the thread's mapping cache, refreshed from
+    /// `/proc/self/maps` on a miss.
+    pub fn accessible(&self, addr: u64, len: usize, write: bool) -> bool {
         let Some(end) = addr.checked_add(len as u64) else {
             return false;
         };
-        if WRITABLE.with(|c| c.borrow().iter().any(|&(a, b)| a <= addr && end <= b)) {
+        if len == 0 {
             return true;
         }
-        let ok = Self::writable_uncached(addr, end, len);
-        if ok && len > 0 {
-            WRITABLE.with(|c| {
-                let mut c = c.borrow_mut();
-                if c.len() >= 16 {
-                    c.remove(0);
-                }
-                c.push((addr & !0xfff, (end + 0xfff) & !0xfff));
-            });
+        let ok = |m: &Mapping| if write { m.write } else { m.read };
+        // Fast path: the most recently used mapping covers the access.
+        let hit = MAPS.with(|c| {
+            c.borrow()
+                .first()
+                .is_some_and(|m| m.start <= addr && end <= m.end && ok(m))
+        });
+        if hit {
+            return true;
         }
-        ok
-    }
-
-    fn writable_uncached(addr: u64, end: u64, len: usize) -> bool {
-        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-            return false;
-        };
-        let mut cur = addr;
-        // Ranges in /proc/self/maps are sorted; walk them covering [addr, end).
-        for line in maps.lines() {
-            let mut it = line.split_whitespace();
-            let (Some(range), Some(perms)) = (it.next(), it.next()) else {
-                continue;
-            };
-            let Some((a, b)) = range.split_once('-') else {
-                continue;
-            };
-            let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
-                continue;
-            };
-            if a <= cur && cur < b {
-                if perms.as_bytes().get(1) != Some(&b'w') {
-                    return false;
-                }
-                cur = b;
-                if cur >= end {
-                    return true;
+        let covered = |maps: &[Mapping]| {
+            let mut cur = addr;
+            while cur < end {
+                match maps.iter().find(|m| m.start <= cur && cur < m.end) {
+                    Some(m) if ok(m) => cur = m.end,
+                    _ => return false,
                 }
             }
+            true
+        };
+        let found_in_cache = MAPS.with(|c| {
+            let mut c = c.borrow_mut();
+            if !covered(&c) {
+                return false;
+            }
+            // Move the mapping holding `addr` to the front.
+            if let Some(i) = c.iter().position(|m| m.start <= addr && addr < m.end) {
+                c.swap(0, i);
+            }
+            true
+        });
+        if found_in_cache {
+            return true;
         }
-        len == 0
+        // Miss: look the range up in /proc/self/maps and cache what covers it.
+        let mut found = Vec::new();
+        parse_maps(|m| {
+            if m.end > addr && m.start < end {
+                found.push(m);
+            }
+            m.start < end
+        });
+        MAPS.with(|c| {
+            let mut c = c.borrow_mut();
+            c.retain(|old| !found.iter().any(|m| old.start < m.end && m.start < old.end));
+            for m in &found {
+                if c.len() >= MAP_CACHE {
+                    c.remove(0);
+                }
+                c.push(*m);
+            }
+            covered(&c)
+        })
+    }
+
+    /// Whether `len` bytes at `addr` are writable (without writing).
+    pub fn writable(&self, addr: u64, len: usize) -> bool {
+        self.accessible(addr, len, true)
+    }
+
+    /// Forget this thread's cached mappings (after the caller changed its
+    /// own mappings).
+    pub fn forget_mappings() {
+        MAPS.with(|c| c.borrow_mut().clear());
     }
 }
 
 impl Memory for LiveMemory {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        let fault = MemFault {
-            addr,
-            size: buf.len(),
-            kind: AccessKind::Read,
-        };
-        if buf.is_empty() {
-            return Ok(());
+        if !self.accessible(addr, buf.len(), false) {
+            return Err(MemFault {
+                addr,
+                size: buf.len(),
+                kind: AccessKind::Read,
+            });
         }
-        if addr.checked_add(buf.len() as u64).is_none() {
-            return Err(fault);
+        let p = addr as *const u8;
+        // SAFETY: the range is mapped readable (checked above). Other
+        // threads may write it concurrently: the reads are volatile, and a
+        // torn value only makes the commit's re-check fail.
+        unsafe {
+            match buf.len() {
+                8 if addr & 7 == 0 => {
+                    buf.copy_from_slice(&(p as *const u64).read_volatile().to_ne_bytes())
+                }
+                4 if addr & 3 == 0 => {
+                    buf.copy_from_slice(&(p as *const u32).read_volatile().to_ne_bytes())
+                }
+                2 if addr & 1 == 0 => {
+                    buf.copy_from_slice(&(p as *const u16).read_volatile().to_ne_bytes())
+                }
+                _ => {
+                    for (i, b) in buf.iter_mut().enumerate() {
+                        *b = p.add(i).read_volatile();
+                    }
+                }
+            }
         }
-        let local = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let remote = libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        // SAFETY: the local iovec covers `buf`, which we own mutably; the
-        // remote one is checked by the kernel, which returns EFAULT or a
-        // short count instead of faulting.
-        let n = unsafe { libc::process_vm_readv(self_pid(), &local, 1, &remote, 1, 0) };
-        if n == buf.len() as isize {
-            Ok(())
-        } else {
-            Err(fault)
-        }
+        Ok(())
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
-        let fault = MemFault {
-            addr,
-            size: data.len(),
-            kind: AccessKind::Write,
-        };
-        if data.is_empty() {
-            return Ok(());
+        if !self.accessible(addr, data.len(), true) {
+            return Err(MemFault {
+                addr,
+                size: data.len(),
+                kind: AccessKind::Write,
+            });
         }
-        if !self.writable(addr, data.len()) {
-            return Err(fault);
+        let p = addr as *mut u8;
+        // SAFETY: mapped writable (checked above); byte-wise volatile
+        // stores (LiveMemory writes are not on the engine's path: the
+        // engine buffers stores and commits them natively).
+        unsafe {
+            for (i, &b) in data.iter().enumerate() {
+                p.add(i).write_volatile(b);
+            }
         }
-        let local = libc::iovec {
-            iov_base: data.as_ptr() as *mut libc::c_void,
-            iov_len: data.len(),
-        };
-        let remote = libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: data.len(),
-        };
-        // SAFETY: the kernel reads `data` and checks the remote range.
-        let n = unsafe { libc::process_vm_writev(self_pid(), &local, 1, &remote, 1, 0) };
-        if n == data.len() as isize {
-            Ok(())
-        } else {
-            Err(fault)
-        }
+        Ok(())
     }
 }
 
@@ -230,6 +284,9 @@ pub struct Logged<M> {
     pub loads: Vec<LoggedLoad>,
     /// Every store, in program order; none has reached `inner`.
     pub stores: Vec<BufferedStore>,
+    /// `[lo, hi)` covering every buffered store: a load outside it skips the
+    /// overlay scan (a byte copy would otherwise be quadratic).
+    store_bounds: (u64, u64),
 }
 
 impl<M> Logged<M> {
@@ -239,12 +296,14 @@ impl<M> Logged<M> {
             inner,
             loads: Vec::new(),
             stores: Vec::new(),
+            store_bounds: (u64::MAX, 0),
         }
     }
     /// Forget every load and store (keeping the allocations).
     pub fn clear(&mut self) {
         self.loads.clear();
         self.stores.clear();
+        self.store_bounds = (u64::MAX, 0);
     }
 }
 
@@ -267,7 +326,10 @@ impl<M: Memory + CheckWrite> Memory for Logged<M> {
             self.loads
                 .push(LoggedLoad::new(addr + (i * ENTRY_MAX) as u64, c));
         }
-        overlay(buf, addr, &self.stores);
+        let end = addr + buf.len() as u64;
+        if addr < self.store_bounds.1 && end > self.store_bounds.0 {
+            overlay(buf, addr, &self.stores);
+        }
         Ok(())
     }
 
@@ -280,6 +342,10 @@ impl<M: Memory + CheckWrite> Memory for Logged<M> {
                 kind: AccessKind::Write,
             });
         }
+        self.store_bounds = (
+            self.store_bounds.0.min(addr),
+            self.store_bounds.1.max(addr + data.len() as u64),
+        );
         for (i, c) in data.chunks(ENTRY_MAX).enumerate() {
             self.stores
                 .push(BufferedStore::new(addr + (i * ENTRY_MAX) as u64, c));

@@ -158,7 +158,15 @@ pub fn find_descriptor(abort_ip: u64) -> Result<u64, Refusal> {
     }
 }
 
+static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times a descriptor was validated and decoded (cache misses).
+pub fn decode_count() -> u64 {
+    BUILDS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn build(desc: u64, bytes: &[u8; 32], teardown: (u64, u64)) -> Result<Arc<Section>, Refusal> {
+    BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let cs = RseqCs::from_bytes(bytes);
     validate(&cs, Isa::KIND, arch::RSEQ_SIG, |a| {
         LiveMemory.read_u32(a).ok()
