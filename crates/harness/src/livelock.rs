@@ -308,6 +308,7 @@ fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<
         LMode::Quiet => None,
         _ => Some(ThreadTimer::start(interval).map_err(|e| format!("timer_create: {e}"))?),
     };
+    let stub0 = abort::stats();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     'ops: while Instant::now() < deadline {
@@ -335,11 +336,7 @@ fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<
                 t.aborts += 1;
             }
         }
-        let after = abort::stats();
-        // Engine mode: every abort went through the stub (answered native
-        // retry or completed by emulation).
-        t.aborts += after.aborts - before.aborts;
-        let emulated = after.emulated > before.emulated;
+        let emulated = abort::stats().emulated > before.emulated;
         t.completions += 1;
         t.emulated += u64::from(emulated);
         if done.load(Ordering::Relaxed) != job.seq || dst[..bytes] != src[..bytes] {
@@ -348,6 +345,9 @@ fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<
     }
     t.seconds = start.elapsed().as_secs_f64();
     drop(timer);
+    // Engine mode: every abort went through the stub (answered native
+    // retry, or completed by emulation).
+    t.aborts += abort::stats().aborts - stub0.aborts;
     t.signals = SIGNALS.load(Ordering::Relaxed) - sig0;
     Ok(t)
 }

@@ -220,7 +220,7 @@ rseq_emu_stress_pop_abort:
 
 extern "C" {
     fn rseq_emu_stress_addv(area: *mut u8, cpu: u32, v: *const AtomicU64, count: u64) -> u64;
-    fn rseq_emu_stress_push(
+    pub(crate) fn rseq_emu_stress_push(
         area: *mut u8,
         cpu: u32,
         head: *const AtomicU64,
@@ -233,13 +233,16 @@ extern "C" {
     static rseq_emu_stress_pop_cs: u8;
 }
 
-struct Seqs {
+/// The stress sequences as the engine knows them.
+pub(crate) struct Seqs {
     addv: Seq,
-    push: Seq,
+    /// The compare-and-store (also the bench's sequence).
+    pub(crate) push: Seq,
     pop: Seq,
 }
 
-fn seqs() -> Result<&'static Seqs, String> {
+/// The stress sequences, looked up once.
+pub(crate) fn seqs() -> Result<&'static Seqs, String> {
     static S: OnceLock<Result<Seqs, String>> = OnceLock::new();
     S.get_or_init(|| {
         // SAFETY: the three descriptors are emitted above and describe code

@@ -76,3 +76,28 @@ fn bad_arguments_are_clear_errors() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--ops"), "{err}");
 }
+
+/// `rseq-emu bench` runs the native sequence, the engine without and with a
+/// migration on the same slot: every completed add landed exactly once.
+#[test]
+fn bench_paths_add_exactly() {
+    let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))
+        .args(["bench", "--json", "--iters", "2000"])
+        .output()
+        .expect("run rseq-emu bench");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(v["slot_exact"], true, "{v}");
+    for k in ["native_ns", "getpid_ns", "engine_ns", "engine_migration_ns"] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
+    assert_eq!(
+        v["engine_retries"], 0,
+        "the engine refused the section: {v}"
+    );
+}
