@@ -96,14 +96,27 @@ mod imp {
                 on_signal as extern "C" fn(libc::c_int) as usize,
             );
         }
-        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // The CPUs this process may run on (ids need not be contiguous).
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+        let allowed: Vec<u32> = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .map(|c| c as u32)
+                .collect()
+        };
+        let allowed = Arc::new(allowed);
+        let ncpu = allowed.len().max(1);
         let nthreads = 4 * ncpu;
-        let slots: Arc<Vec<Slot>> = Arc::new((0..ncpu).map(|_| Slot(AtomicU64::new(0))).collect());
+        let max_id = allowed.iter().copied().max().unwrap_or(0) as usize;
+        let slots: Arc<Vec<Slot>> =
+            Arc::new((0..=max_id).map(|_| Slot(AtomicU64::new(0))).collect());
         let finished = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         let mut pthreads = Vec::new();
         for _ in 0..nthreads {
-            let (slots, finished) = (slots.clone(), finished.clone());
+            let (slots, finished, allowed) = (slots.clone(), finished.clone(), allowed.clone());
             let h = std::thread::spawn(move || {
                 let mut ok = true;
                 for i in 0..PER_THREAD {
@@ -112,9 +125,14 @@ mod imp {
                         break;
                     };
                     if i % 64 == 63 {
-                        cpu = (cpu + 1) % ncpu as u32;
+                        let k = allowed.iter().position(|&c| c == cpu).unwrap_or(0);
+                        cpu = allowed[(k + 1) % allowed.len()];
                     }
-                    let v = slots[cpu as usize].0.as_ptr();
+                    let Some(slot) = slots.get(cpu as usize) else {
+                        ok = false;
+                        break;
+                    };
+                    let v = slot.0.as_ptr();
                     ok &= percpu_addv(v, 1, cpu);
                 }
                 finished.fetch_add(1, Ordering::SeqCst);
@@ -138,7 +156,7 @@ mod imp {
         let expected = nthreads as u64 * PER_THREAD;
         let s = abort::stats();
         println!(
-            "total={total} expected={expected} aborts={} emulated={}",
+            "ncpu={ncpu} total={total} expected={expected} aborts={} emulated={}",
             s.aborts, s.emulated
         );
         if all_ok && total == expected {

@@ -64,6 +64,10 @@ struct Recent {
 }
 
 thread_local! {
+    /// Set while this thread is inside the engine: an abort stub reached
+    /// from a signal handler that interrupted the engine gets a native
+    /// retry instead of re-entering it (its locks are not reentrant).
+    static ACTIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static RECENT: RefCell<[Recent; 4]> = RefCell::new([Recent::default(); 4]);
     static LAST: RefCell<Option<Last>> = const { RefCell::new(None) };
 }
@@ -134,6 +138,15 @@ fn completed(desc: u64) {
 /// (resume there); false = native retry, `frame` untouched.
 pub fn on_abort(abort_ip: u64, teardown_end: u64, frame: &mut Frame) -> bool {
     ABORTS.fetch_add(1, Ordering::Relaxed);
+    if ACTIVE.with(|a| a.replace(true)) {
+        return false;
+    }
+    let r = handle(abort_ip, teardown_end, frame);
+    ACTIVE.with(|a| a.set(false));
+    r
+}
+
+fn handle(abort_ip: u64, teardown_end: u64, frame: &mut Frame) -> bool {
     let desc = match section::find_descriptor(abort_ip) {
         Ok(d) => d,
         Err(r) => {

@@ -235,3 +235,44 @@ pub fn lookup(desc: u64, teardown: (u64, u64)) -> Result<Arc<Section>, Refusal> 
 pub fn cached_count() -> usize {
     cache().read().unwrap_or_else(|e| e.into_inner()).len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A descriptor failing the kernel's checks is refused (never
+    /// emulated), with the kernel's reason; the refusal is cached.
+    #[test]
+    fn invalid_descriptor_is_refused() {
+        #[repr(C, align(32))]
+        struct Cs([u64; 4]);
+        let code = [0x90u8; 16];
+        let start = code.as_ptr() as u64;
+        // version 1
+        let bad = Cs([1, start, 8, start + 12]);
+        let d = &bad as *const Cs as u64;
+        let n = decode_count();
+        let r = lookup(d, (start + 12, start + 12));
+        assert!(
+            matches!(r, Err(Refusal::Descriptor(DescriptorError::Version(1)))),
+            "{r:?}"
+        );
+        assert!(lookup(d, (start + 12, start + 12)).is_err());
+        assert_eq!(decode_count(), n + 1, "refusal cached");
+        // abort_ip inside the section
+        let bad = Cs([0, start, 8, start + 4]);
+        let r = lookup(&bad as *const Cs as u64, (start + 4, start + 4));
+        assert!(
+            matches!(
+                r,
+                Err(Refusal::Descriptor(DescriptorError::AbortInside { .. }))
+            ),
+            "{r:?}"
+        );
+        // unreadable descriptor
+        assert_eq!(
+            lookup(8, (0, 0)).unwrap_err(),
+            Refusal::DescriptorUnreadable(8)
+        );
+    }
+}

@@ -55,10 +55,12 @@ fn c_percpu_addv_example_is_exact() {
         );
         assert_eq!(field(&text, "total"), field(&text, "expected"), "{text}");
         assert!(field(&text, "expected") > 0);
-        assert!(
-            field(&text, "aborts") > 0,
-            "the cross-CPU adds reach the abort stub: {text}"
-        );
+        if field(&text, "ncpu") > 1 {
+            assert!(
+                field(&text, "aborts") > 0,
+                "the cross-CPU adds reach the abort stub: {text}"
+            );
+        }
         eprintln!("{mode}: {text}");
     }
 }

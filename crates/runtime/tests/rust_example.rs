@@ -43,7 +43,9 @@ fn rust_percpu_addv_example_is_exact() {
         );
         assert_eq!(field(&text, "total"), field(&text, "expected"), "{text}");
         assert!(field(&text, "expected") > 0);
-        assert!(field(&text, "aborts") > 0, "{text}");
+        if field(&text, "ncpu") > 1 {
+            assert!(field(&text, "aborts") > 0, "cross-CPU adds abort: {text}");
+        }
         eprintln!("{mode}: {text}");
     }
 }

@@ -12,7 +12,7 @@ use rseq_emu_runtime::abort::{self, Last};
 use rseq_emu_runtime::engine::Why;
 use rseq_emu_runtime::policy::{self, Mode};
 use rseq_emu_runtime::section::Refusal;
-use rseq_emu_runtime::{registration, rseq_emu_asm_define_abort};
+use rseq_emu_runtime::{registration, rseq_emu_asm_define_abort, section};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
@@ -151,6 +151,122 @@ fn aborted_section_is_emulated_and_resumes_at_the_exit_with_its_registers() {
     policy::set_mode(Mode::Auto);
     assert!(done, "never emulated: {:?}", abort::last());
     assert!(abort::stats().emulated > before.emulated);
+}
+
+/// Many emulated completions of one section decode it once.
+#[test]
+fn a_section_is_decoded_once() {
+    let _g = setup();
+    policy::set_mode(Mode::Always);
+    let mut v = 0u64;
+    let mut emulated = 0;
+    let mut decodes = None;
+    for _ in 0..200 {
+        FLAG.store(1, Ordering::SeqCst);
+        let cpu = registration::current_cpu().unwrap();
+        if add_with_self_signal(&mut v, 1, cpu).0
+            && matches!(abort::last(), Some(Last::Emulated(_)))
+        {
+            emulated += 1;
+            // Counted after the first emulation (which may decode).
+            decodes.get_or_insert(section::decode_count());
+            if emulated == 6 {
+                break;
+            }
+        }
+    }
+    policy::set_mode(Mode::Auto);
+    assert_eq!(emulated, 6, "{:?}", abort::last());
+    assert_eq!(decodes, Some(section::decode_count()), "re-decoded");
+}
+
+/// librseq's compare-and-store with a cmpfail exit outside the section:
+/// 0 stored, 1 compare failed (early exit), 2 aborted. Returns (status,
+/// the cmpfail label's address).
+fn cas_with_cmpfail(v: &mut u64, expect: u64, newv: u64, cpu: u32) -> (u64, u64) {
+    let area = registration::area().unwrap();
+    let (status, cmpfail): (u64, u64);
+    // SAFETY: as in add_with_self_signal.
+    unsafe {
+        std::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "3:",
+            ".long 0, 0",
+            ".quad 1f, 2f - 1f, 4f",
+            ".popsection",
+            "lea 3b(%rip), %rax",
+            "mov %rax, 8({area})",
+            "1:",
+            "cmp 4({area}), {cpu:e}",
+            "jne 4f",
+            "cmpl $0, {flag}(%rip)",
+            "je 7f",
+            "mov $234, %eax",
+            "mov {ids}(%rip), %edi",
+            "mov {ids}+4(%rip), %esi",
+            "mov $10, %edx",
+            "syscall",
+            "7:",
+            "cmp ({v}), {expect}",
+            "jne 8f",
+            "mov {newv}, ({v})",
+            "2:",
+            "xor {st:e}, {st:e}",
+            "jmp 6f",
+            "8:",
+            "mov $1, {st:e}",
+            "jmp 6f",
+            rseq_emu_asm_define_abort!("4", "", "5f"),
+            "5:",
+            "mov $2, {st:e}",
+            "6:",
+            "lea 8b(%rip), {cf}",
+            area = in(reg) area,
+            cpu = in(reg) cpu,
+            flag = sym FLAG,
+            ids = sym IDS,
+            v = in(reg) v as *mut u64,
+            expect = in(reg) expect,
+            newv = in(reg) newv,
+            st = lateout(reg) status,
+            cf = lateout(reg) cmpfail,
+            out("rax") _,
+            out("rdi") _,
+            out("rsi") _,
+            out("rdx") _,
+            out("rcx") _,
+            out("r11") _,
+            options(att_syntax),
+        );
+    }
+    (status, cmpfail)
+}
+
+/// The emulation reaches the cmpfail exit (the value changed meanwhile: the
+/// signal handler is the "other thread"): its loads are validated and the
+/// thread resumes at the cmpfail label, nothing stored.
+#[test]
+fn early_exit_resumes_at_the_cmpfail_label() {
+    let _g = setup();
+    policy::set_mode(Mode::Always);
+    let mut done = false;
+    for _ in 0..100 {
+        let mut v = 5u64;
+        FLAG.store(1, Ordering::SeqCst);
+        let h = HANDLED.load(Ordering::SeqCst);
+        let cpu = registration::current_cpu().unwrap();
+        // expect 6 != 5: natively and emulated the compare fails.
+        let (status, cmpfail) = cas_with_cmpfail(&mut v, 6, 9, cpu);
+        if status == 1 && HANDLED.load(Ordering::SeqCst) > h {
+            assert_eq!(abort::last(), Some(Last::Emulated(cmpfail)));
+            assert_eq!(v, 5, "nothing stored");
+            done = true;
+            break;
+        }
+    }
+    policy::set_mode(Mode::Auto);
+    assert!(done, "{:?}", abort::last());
 }
 
 #[test]

@@ -20,6 +20,7 @@
  * when the total is exact. */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -34,7 +35,8 @@ extern const unsigned int __rseq_size;
 #define MAXCPU 256
 #define PER_THREAD 100000
 static intptr_t counters[MAXCPU * 8]; /* one cache line per cpu */
-static int ncpu;
+static int ncpu;            /* CPUs this process may run on */
+static int allowed[MAXCPU]; /* their ids */
 static int finished;
 
 static inline int rseq_current_cpu(void)
@@ -92,8 +94,12 @@ static void *worker(void *arg)
 		 * another CPU, as a tracer's ring buffer needs): the rseq add
 		 * fails its cpu check, the engine sees the abort and leaves it
 		 * to the fallback, which completes it on that CPU. */
-		if ((i & 63) == 63)
-			cpu = (cpu + 1) % ncpu;
+		if ((i & 63) == 63) {
+			int k = 0;
+			while (k < ncpu && allowed[k] != cpu)
+				k++;
+			cpu = allowed[(k + 1) % ncpu];
+		}
 		if (percpu_addv(&counters[cpu * 8], 1, cpu) != 0) {
 			__atomic_add_fetch(&finished, 1, __ATOMIC_SEQ_CST);
 			return (void *)1;
@@ -130,9 +136,14 @@ int main(void)
 		return 2;
 	}
 	signal(SIGUSR1, on_signal);
-	ncpu = (int)sysconf(_SC_NPROCESSORS_CONF);
-	if (ncpu > MAXCPU)
-		ncpu = MAXCPU;
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+		perror("sched_getaffinity");
+		return 2;
+	}
+	for (int c = 0; c < MAXCPU; c++)
+		if (CPU_ISSET(c, &set))
+			allowed[ncpu++] = c;
 	nthreads = 4 * ncpu;
 	for (long t = 0; t < nthreads; t++)
 		pthread_create(&th[t], NULL, worker, NULL);
@@ -146,11 +157,11 @@ int main(void)
 		bad |= r != NULL;
 	}
 	intptr_t total = 0;
-	for (int c = 0; c < ncpu; c++)
+	for (int c = 0; c < MAXCPU; c++)
 		total += counters[c * 8];
 	struct rseq_emu_stats s;
 	rseq_emu_get_stats(&s);
-	printf("total=%ld expected=%ld aborts=%lu emulated=%lu\n", (long)total,
+	printf("ncpu=%d total=%ld expected=%ld aborts=%lu emulated=%lu\n", ncpu, (long)total,
 	       (long)nthreads * PER_THREAD, (unsigned long)s.aborts,
 	       (unsigned long)s.emulated);
 	return bad || total != (intptr_t)nthreads * PER_THREAD;
