@@ -84,7 +84,7 @@ fn engine_completes_every_copy_exactly_under_a_storm() {
         "--modes",
         "engine",
         "--seconds",
-        "1",
+        "2",
         "--bytes",
         "4096",
         "--interval-us",
