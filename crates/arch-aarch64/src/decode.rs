@@ -577,12 +577,11 @@ fn load_store(w: u32, pc: u64) -> Decoded {
             }
             let load = bit(w, 22);
             return Ok(Kind::Mem {
-                op: if load { MemOp::Load } else { MemOp::Store },
+                op: Access::new(if load { MemOp::Load } else { MemOp::Store }, size as u8),
                 size: size as u8,
                 rt: zr(rt),
                 rn: sp(rn),
-                addr: Addr::Offset(0),
-                ordered: true,
+                addr: Addr::Ordered,
             });
         }
         if bit(w, 23) && !bit(w, 21) {
@@ -608,12 +607,11 @@ fn load_store(w: u32, pc: u64) -> Decoded {
         };
         let target = pc.wrapping_add((sext(bits(w, 23, 5), 19) << 2) as u64);
         return Ok(Kind::Mem {
-            op,
+            op: Access::new(op, size),
             size,
             rt: zr(rt),
             rn: SP,
             addr: Addr::Literal(target),
-            ordered: false,
         });
     }
     // Load/store pair.
@@ -627,12 +625,11 @@ fn load_store(w: u32, pc: u64) -> Decoded {
     let kind = |op: Option<(MemOp, u8)>, addr: Addr| match op {
         None => Ok(Kind::Nop),
         Some((op, size)) => Ok(Kind::Mem {
-            op,
+            op: Access::new(op, size),
             size,
             rt: zr(rt),
             rn: sp(rn),
             addr,
-            ordered: false,
         }),
     };
     if bit(w, 24) {
@@ -677,12 +674,11 @@ fn load_store(w: u32, pc: u64) -> Decoded {
         0b00 => {
             if w & 0x3fff_fc00 == 0x38bf_c000 {
                 return Ok(Kind::Mem {
-                    op: MemOp::Load,
+                    op: Access::new(MemOp::Load, size as u8),
                     size: size as u8,
                     rt: zr(rt),
                     rn: sp(rn),
-                    addr: Addr::Offset(0),
-                    ordered: true,
+                    addr: Addr::Ordered,
                 });
             }
             no("LSE atomic memory operation (ld<op>/st<op>/swp/ldapr variants): cross-CPU semantics the per-CPU commit cannot give")
