@@ -32,11 +32,18 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Two aborts of one descriptor on one thread further apart than this are
-/// not consecutive (20 ms). Measured: under a 10 µs timer storm a thread
-/// that keeps aborting a 16 KiB copy gets one native attempt every 2–15 ms
-/// (signal delivery starves it), so a 1 ms window never saw two
-/// consecutive aborts and the engine never engaged.
-pub const ABORT_WINDOW_NS: u64 = 20_000_000;
+/// not consecutive (100 ms). Measured: under a 10 µs timer storm a thread
+/// that keeps aborting a 16 KiB copy gets one native attempt every 2–20 ms
+/// on this loaded machine (signal delivery starves it), so a 1 ms window
+/// never saw two consecutive aborts and the engine never engaged; 20 ms
+/// still broke streaks. Emulating a sequence that aborts rarely costs
+/// about 1 µs per abort, negligible at that rate, so a wide window is cheap.
+pub const ABORT_WINDOW_NS: u64 = 100_000_000;
+
+/// A streak of consecutive aborts this long (50 ms) is emulated even below
+/// the threshold: a long section starved by a signal storm gets so few
+/// native attempts that counting them alone would take seconds.
+pub const STREAK_NS: u64 = 50_000_000;
 
 /// Process-wide counters of the stub path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,6 +86,8 @@ struct Recent {
     desc: u64,
     count: u32,
     last_ns: u64,
+    /// When the current streak of consecutive aborts began.
+    since_ns: u64,
     /// Emulated before and aborting again within the window.
     hot: bool,
 }
@@ -146,6 +155,7 @@ fn count_abort(r: &mut [Recent], desc: u64, t: u64, threshold: u32) -> Verdict {
                 desc,
                 count: 0,
                 last_ns: t,
+                since_ns: t,
                 hot: false,
             };
             i
@@ -154,13 +164,14 @@ fn count_abort(r: &mut [Recent], desc: u64, t: u64, threshold: u32) -> Verdict {
     let e = &mut r[i];
     if t.saturating_sub(e.last_ns) > ABORT_WINDOW_NS {
         e.count = 0;
+        e.since_ns = t;
         e.hot = false;
     }
     e.count = e.count.saturating_add(1);
     e.last_ns = t;
     if e.hot {
         Verdict::EmulateHot
-    } else if e.count >= threshold {
+    } else if e.count >= threshold || t.saturating_sub(e.since_ns) >= STREAK_NS {
         Verdict::Emulate
     } else {
         Verdict::Native
@@ -264,6 +275,19 @@ mod policy_tests {
         assert!(count_abort(&mut r, d, t, 3) == Verdict::Native);
         assert!(count_abort(&mut r, d, t + MS, 3) == Verdict::Native);
         assert!(count_abort(&mut r, d, t + 2 * MS, 3) == Verdict::Emulate);
+    }
+
+    #[test]
+    fn a_long_streak_is_emulated_below_the_threshold() {
+        let mut r = [Recent::default(); 4];
+        let d = 0x2000;
+        let mut t = 5 * MS;
+        // One abort every 10 ms (a starved thread): no gap breaks the streak.
+        while t < 5 * MS + STREAK_NS {
+            assert!(count_abort(&mut r, d, t, 256) == Verdict::Native);
+            t += 10 * MS;
+        }
+        assert!(count_abort(&mut r, d, t, 256) == Verdict::Emulate);
     }
 
     #[test]
