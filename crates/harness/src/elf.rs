@@ -346,10 +346,7 @@ pub fn scan_bytes(path: &str, bytes: &[u8], opts: &Options) -> Result<FileReport
         }
     }
     if let Some(d) = &elf.dynamic {
-        // DT_RELR = 36: packed relative relocations are not decoded here.
-        if d.dyns.iter().any(|e| e.d_tag == 36) {
-            problems.push("the file uses packed relative relocations (DT_RELR), which the scanner does not apply: pointer values in PIE/shared builds may read as 0".to_string());
-        }
+        apply_relr(&mut image, &d.dyns, &mut problems);
     }
 
     let section = |name: &str| {
@@ -361,22 +358,8 @@ pub fn scan_bytes(path: &str, bytes: &[u8], opts: &Options) -> Result<FileReport
     // Descriptor addresses.
     let mut descs: BTreeMap<u64, Source> = BTreeMap::new();
     if let Some(sh) = section("__rseq_cs_ptr_array") {
-        if !sh.sh_size.is_multiple_of(8) {
-            problems.push(format!(
-                "__rseq_cs_ptr_array is {} bytes, not a multiple of 8: the trailing bytes are ignored",
-                sh.sh_size
-            ));
-        }
-        for i in 0..sh.sh_size / 8 {
-            let at = sh.sh_addr + i * 8;
-            match image.read_u64(at) {
-                Some(p) => {
-                    descs.entry(p).or_insert(Source::PtrArray);
-                }
-                None => problems.push(format!(
-                    "__rseq_cs_ptr_array entry at 0x{at:x} lies outside every loaded segment"
-                )),
-            }
+        for [p] in word_array::<1>(&image, "__rseq_cs_ptr_array", sh, &mut problems) {
+            descs.entry(p).or_insert(Source::PtrArray);
         }
     } else if let Some((sh, src)) = section("__rseq_cs")
         .map(|s| (s, Source::CsSection))
@@ -397,22 +380,8 @@ pub fn scan_bytes(path: &str, bytes: &[u8], opts: &Options) -> Result<FileReport
     // Exit points.
     let mut exits: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
     if let Some(sh) = section("__rseq_exit_point_array") {
-        if !sh.sh_size.is_multiple_of(16) {
-            problems.push(format!(
-                "__rseq_exit_point_array is {} bytes, not a multiple of 16",
-                sh.sh_size
-            ));
-        }
-        for i in 0..sh.sh_size / 16 {
-            let at = sh.sh_addr + i * 16;
-            match (image.read_u64(at), image.read_u64(at + 8)) {
-                (Some(s), Some(e)) => {
-                    exits.entry(s).or_default().insert(e);
-                }
-                _ => problems.push(format!(
-                    "__rseq_exit_point_array entry at 0x{at:x} lies outside every loaded segment"
-                )),
-            }
+        for [start, exit] in word_array::<2>(&image, "__rseq_exit_point_array", sh, &mut problems) {
+            exits.entry(start).or_default().insert(exit);
         }
     }
 
@@ -443,6 +412,96 @@ pub fn scan_bytes(path: &str, bytes: &[u8], opts: &Options) -> Result<FileReport
         sequences,
         problems,
     })
+}
+
+/// Packed relative relocations (`DT_RELR`, `ld -z pack-relative-relocs`).
+/// Their addends are stored in place, so the link-time image already holds
+/// each relocated word's link-time value; decoding the table records which
+/// words are relocated (as the RELA path does) and reports a table that
+/// lies outside the image or names words outside it.
+fn apply_relr(image: &mut Image, dyns: &[goblin::elf::dynamic::Dyn], problems: &mut Vec<String>) {
+    const DT_RELRSZ: u64 = 35;
+    const DT_RELR: u64 = 36;
+    let tag = |t: u64| dyns.iter().find(|e| e.d_tag == t).map(|e| e.d_val);
+    let Some(table) = tag(DT_RELR) else {
+        return;
+    };
+    let size = tag(DT_RELRSZ).unwrap_or(0);
+    if !size.is_multiple_of(8) {
+        problems.push(format!(
+            "DT_RELRSZ is {size} bytes, not a multiple of 8: the trailing bytes are ignored"
+        ));
+    }
+    let mut relocated = Vec::new();
+    let mut next = 0u64;
+    for i in 0..size / 8 {
+        let Some(entry) = image.read_u64(table.wrapping_add(8 * i)) else {
+            problems.push(format!(
+                "DT_RELR table entry at 0x{:x} lies outside every loaded segment: packed relocations after it are not applied",
+                table.wrapping_add(8 * i)
+            ));
+            return;
+        };
+        if entry & 1 == 0 {
+            relocated.push(entry);
+            next = entry.wrapping_add(8);
+        } else {
+            for bit in 0..63 {
+                if (entry >> (bit + 1)) & 1 == 1 {
+                    relocated.push(next.wrapping_add(8 * bit));
+                }
+            }
+            next = next.wrapping_add(63 * 8);
+        }
+    }
+    for at in relocated {
+        match image.read_u64(at) {
+            Some(v) => {
+                image.relocs.insert(at, v);
+            }
+            None => problems.push(format!(
+                "DT_RELR relocates the word at 0x{at:x}, which lies outside every loaded segment"
+            )),
+        }
+    }
+}
+
+/// The entries of an array section of `N` 64-bit words per entry, as the
+/// relocated image holds them. A size that is not a whole number of entries
+/// and entries outside every loaded segment are reported in `problems`.
+fn word_array<const N: usize>(
+    image: &Image,
+    name: &str,
+    sh: &goblin::elf::SectionHeader,
+    problems: &mut Vec<String>,
+) -> Vec<[u64; N]> {
+    let entry = 8 * N as u64;
+    if !sh.sh_size.is_multiple_of(entry) {
+        problems.push(format!(
+            "{name} is {} bytes, not a multiple of {entry}: the trailing bytes are ignored",
+            sh.sh_size
+        ));
+    }
+    let mut out = Vec::new();
+    for i in 0..sh.sh_size / entry {
+        let at = sh.sh_addr + i * entry;
+        let mut words = [0u64; N];
+        let mut inside = true;
+        for (k, w) in words.iter_mut().enumerate() {
+            match image.read_u64(at + 8 * k as u64) {
+                Some(v) => *w = v,
+                None => inside = false,
+            }
+        }
+        if inside {
+            out.push(words);
+        } else {
+            problems.push(format!(
+                "{name} entry at 0x{at:x} lies outside every loaded segment"
+            ));
+        }
+    }
+    out
 }
 
 /// Scan the file at `path`.

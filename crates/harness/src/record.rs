@@ -1,6 +1,9 @@
 //! `rseq-emu record`: run x86_64 sequences natively under the kernel's rseq
-//! and write what the CPU did as fixtures (fixtures/README.md, "Recording").
+//! (or aarch64 sequences under the qemu-user oracle, `--arch aarch64`) and
+//! write what the machine did as fixtures (fixtures/README.md, "Recording").
 
+mod aarch64;
+mod aarch64_asm;
 mod asm;
 mod native;
 mod patterns;
@@ -37,6 +40,15 @@ pub struct Args {
     /// Native attempts per case before giving up (kernel interference).
     #[arg(long, default_value_t = 200)]
     pub attempts: usize,
+    /// The CPU to record on (0..15; the sequences compare against it, so
+    /// the same seed generates the same cases only on the same CPU).
+    /// Default: the CPU the command starts on, or 0 when that is above 15.
+    #[arg(long)]
+    pub cpu: Option<u32>,
+    /// `x86_64` (native, under the kernel's rseq) or `aarch64` (under the
+    /// qemu-user oracle, the rseq area supplied as memory).
+    #[arg(long, default_value = "x86_64")]
+    pub arch: String,
 }
 
 /// A recorded case: what the CPU did.
@@ -184,6 +196,11 @@ fn to_fixture(name: &str, g: &Gen, rec: &Recorded, env: &Env, fs_base: u64) -> F
 
 /// Record `count` cases of each pattern; returns (pattern, file) pairs.
 pub fn record(args: &Args) -> Result<Vec<(String, PathBuf)>, Box<dyn Error>> {
+    match args.arch.as_str() {
+        "x86_64" => {}
+        "aarch64" => return aarch64::record(&args.out, args.seed, args.count, &args.patterns),
+        other => return Err(format!("--arch {other:?}: x86_64 or aarch64").into()),
+    }
     let pats: Vec<String> = if args.patterns.is_empty() {
         PATTERNS.iter().map(|s| s.to_string()).collect()
     } else {
@@ -196,8 +213,14 @@ pub fn record(args: &Args) -> Result<Vec<(String, PathBuf)>, Box<dyn Error>> {
     }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let rseq_off = native::rseq_offset()?;
-    let here = native::current_cpu()?;
-    let cpu = if here < 16 { here } else { 0 };
+    let cpu = match args.cpu {
+        Some(c) if c < 16 => c,
+        Some(c) => return Err(format!("--cpu {c}: the recorder supports CPUs 0..15").into()),
+        None => match native::current_cpu()? {
+            here if here < 16 => here,
+            _ => 0,
+        },
+    };
     let old = native::pin(cpu)?;
     let result = (|| -> Result<Vec<(String, PathBuf)>, Box<dyn Error>> {
         std::thread::yield_now();

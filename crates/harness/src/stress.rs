@@ -1,14 +1,30 @@
-//! `rseq-emu stress`: per-CPU counters and per-CPU lists completed by the
-//! engine from 4× more threads than CPUs (every operation for a CPU chosen
-//! round-robin, so most operations migrate), under a signal storm aimed at
-//! the workers. Checks: counters exact, no list node lost or duplicated.
+//! `rseq-emu stress`: per-CPU counters and per-CPU linked lists (the
+//! librseq `basic_percpu_ops` pattern) on 4× more threads than CPUs, under a
+//! signal storm aimed at the workers, mixing three kinds of thread on the
+//! same per-CPU data:
+//!
+//! * `native`: the real inline-asm rseq sequences on glibc's registration,
+//!   retrying natively on every abort (what an application does without
+//!   the engine);
+//! * `auto`: the same native sequences; after `policy::threshold()`
+//!   consecutive aborts the abort path hands the sequence to the engine,
+//!   which emulates the very same instruction bytes with the x86_64
+//!   executor and commits natively on the target CPU;
+//! * `always`: every operation emulated by the engine (the `always` mode).
+//!
+//! At the end: the counters are exact (per mode, see [`WEIGHTS`]) and every
+//! list node is found exactly once, in a list or in a thread's pool.
 
-use rseq_emu_core::Memory;
+use rseq_emu_core::arch::{Outcome, Program};
+use rseq_emu_core::RseqCs;
 use rseq_emu_runtime::engine::{complete, Completion};
+use rseq_emu_runtime::policy::{self, AbortCounter};
+use rseq_emu_runtime::registration;
+use rseq_emu_x86_64::{reg, X86State, X86_64};
 use std::error::Error;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Arguments of `rseq-emu stress`.
@@ -17,145 +33,643 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-    /// Run for this many seconds.
-    #[arg(long, default_value_t = 2)]
-    seconds: u64,
-    /// Microseconds between signals of the storm (0 = no storm).
+    /// Stop after this many seconds (default 2, or 3600 with --ops).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Stop once this many operations (counter adds, pushes, pops) completed.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Microseconds between rounds of the signal storm (0 = no storm).
     #[arg(long, default_value_t = 100)]
     signal_us: u64,
+    /// Consecutive native aborts before an `auto` thread calls the engine
+    /// (default: the runtime's policy default).
+    #[arg(long)]
+    threshold: Option<u32>,
+}
+
+// ---------------------------------------------------------------------------
+// Native sequences shared by the stress and livelock workloads.
+
+/// Return value of a native sequence whose abort handler ran.
+pub(crate) const RET_ABORT: u64 = 1;
+
+/// Instruction budget of one emulated run.
+const BUDGET: u64 = 10_000_000;
+
+/// How a sequence run (native or emulated) left the critical section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Reached `post_commit_ip`: committed; `rax` at that point.
+    Post(u64),
+    /// Left by another exit (a failed comparison, an empty list); `rax`.
+    Other(u64),
+    /// The abort handler ran (kernel abort or the sequence's cpu check).
+    Abort,
+}
+
+/// A native sequence: its descriptor (read from the `__rseq_cs` entry the
+/// assembler emitted) and its code decoded once for the executor.
+pub(crate) struct Seq {
+    /// The descriptor the kernel sees.
+    pub(crate) cs: RseqCs,
+    program: Program<X86_64>,
+}
+
+impl Seq {
+    /// Decode the sequence described by `cs`, a descriptor of this binary.
+    ///
+    /// # Safety
+    /// `cs` must point at a descriptor whose `[start_ip, post_commit_ip)`
+    /// is mapped code of this process.
+    pub(crate) unsafe fn from_descriptor(cs: *const u8) -> Result<Seq, String> {
+        // SAFETY: the caller's contract: 32 readable bytes.
+        let cs = RseqCs::from_bytes(unsafe { &*(cs as *const [u8; 32]) });
+        let post = cs.post_commit_ip().ok_or("descriptor overflows")?;
+        // SAFETY: the caller's contract: the section is mapped code.
+        let code = unsafe {
+            std::slice::from_raw_parts(cs.start_ip as *const u8, cs.post_commit_offset as usize)
+        };
+        let program = Program::<X86_64>::decode(code, cs.start_ip, cs.start_ip, post)
+            .map_err(|e| e.to_string())?;
+        if !program.is_emulable() {
+            return Err(format!(
+                "sequence at {:#x} is not emulable: {:?}",
+                cs.start_ip,
+                program
+                    .unsupported()
+                    .iter()
+                    .map(|d| d.text.clone())
+                    .collect::<Vec<_>>()
+            ));
+        }
+        Ok(Seq { cs, program })
+    }
+
+    /// Complete the sequence through the engine for `cpu`: emulate the
+    /// section's own instructions from the entry registers `regs` against
+    /// the engine's logged view of this process, commit natively on `cpu`
+    /// (migrating there if needed). The exit is classified as a native run
+    /// would be.
+    ///
+    /// This is the harness's own abort path (the runtime's abort-handler
+    /// stub does the same from saved registers).
+    pub(crate) fn emulate(
+        &self,
+        cpu: u32,
+        regs: &[(usize, u64)],
+    ) -> Result<Completion<Exit>, rseq_emu_runtime::commit::CommitError> {
+        let post = self.program.post_commit_ip();
+        complete(cpu, |m| {
+            let mut s = X86State {
+                rip: self.cs.start_ip,
+                rflags: rseq_emu_x86_64::flags::RESERVED1,
+                ..X86State::default()
+            };
+            for &(r, v) in regs {
+                s.gpr[r] = v;
+            }
+            let r = self.program.run(&mut s, m, BUDGET);
+            match r.outcome {
+                Outcome::Committed => Some(Exit::Post(s.gpr[reg::RAX])),
+                Outcome::Exited { ip } if ip == self.cs.abort_ip => Some(Exit::Abort),
+                Outcome::Exited { ip } if ip != post => Some(Exit::Other(s.gpr[reg::RAX])),
+                _ => None,
+            }
+        })
+    }
+}
+
+// The stress sequences, librseq style (x86_64, AT&T). Each writes its
+// descriptor to the rseq area's `rseq_cs`, checks the CPU inside the section
+// and commits with its last instruction; the abort handler follows the
+// signature glibc registered (0x53053053) and returns RET_ABORT.
+//
+// addv(area rdi, cpu esi, v rdx, count rcx) -> 0 | RET_ABORT
+// push(area rdi, cpu esi, head rdx, expect rcx, node r8) -> 0 | RET_ABORT | 2 (head != expect)
+// pop(area rdi, cpu esi, head rdx) -> node | 0 (empty) | RET_ABORT
+std::arch::global_asm!(
+    r#"
+.macro RSEQ_EMU_STRESS_CS name
+    .pushsection __rseq_cs, "aw"
+    .balign 32
+    .globl \name\()_cs
+\name\()_cs:
+    .long 0, 0
+    .quad \name\()_start, \name\()_post - \name\()_start, \name\()_abort
+    .popsection
+    .pushsection __rseq_cs_ptr_array, "aw"
+    .quad \name\()_cs
+    .popsection
+    .text
+    .globl \name
+    .type \name, @function
+    .p2align 4
+.endm
+
+    RSEQ_EMU_STRESS_CS rseq_emu_stress_addv
+rseq_emu_stress_addv:
+    lea rseq_emu_stress_addv_cs(%rip), %rax
+    mov %rax, 8(%rdi)
+rseq_emu_stress_addv_start:
+    cmp 4(%rdi), %esi
+    jne rseq_emu_stress_addv_abort
+    add %rcx, (%rdx)
+rseq_emu_stress_addv_post:
+    xor %eax, %eax
+    ret
+    .long 0x53053053
+rseq_emu_stress_addv_abort:
+    mov $1, %eax
+    ret
+    .size rseq_emu_stress_addv, . - rseq_emu_stress_addv
+
+    RSEQ_EMU_STRESS_CS rseq_emu_stress_push
+rseq_emu_stress_push:
+    lea rseq_emu_stress_push_cs(%rip), %rax
+    mov %rax, 8(%rdi)
+rseq_emu_stress_push_start:
+    cmp 4(%rdi), %esi
+    jne rseq_emu_stress_push_abort
+    cmp %rcx, (%rdx)
+    jne rseq_emu_stress_push_fail
+    mov %r8, (%rdx)
+rseq_emu_stress_push_post:
+    xor %eax, %eax
+    ret
+rseq_emu_stress_push_fail:
+    mov $2, %eax
+    ret
+    .long 0x53053053
+rseq_emu_stress_push_abort:
+    mov $1, %eax
+    ret
+    .size rseq_emu_stress_push, . - rseq_emu_stress_push
+
+    RSEQ_EMU_STRESS_CS rseq_emu_stress_pop
+rseq_emu_stress_pop:
+    lea rseq_emu_stress_pop_cs(%rip), %rax
+    mov %rax, 8(%rdi)
+rseq_emu_stress_pop_start:
+    cmp 4(%rdi), %esi
+    jne rseq_emu_stress_pop_abort
+    mov (%rdx), %rax
+    test %rax, %rax
+    jz rseq_emu_stress_pop_empty
+    mov (%rax), %rcx
+    mov %rcx, (%rdx)
+rseq_emu_stress_pop_post:
+    ret
+rseq_emu_stress_pop_empty:
+    xor %eax, %eax
+    ret
+    .long 0x53053053
+rseq_emu_stress_pop_abort:
+    mov $1, %eax
+    ret
+    .size rseq_emu_stress_pop, . - rseq_emu_stress_pop
+.purgem RSEQ_EMU_STRESS_CS
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn rseq_emu_stress_addv(area: *mut u8, cpu: u32, v: *const AtomicU64, count: u64) -> u64;
+    fn rseq_emu_stress_push(
+        area: *mut u8,
+        cpu: u32,
+        head: *const AtomicU64,
+        expect: u64,
+        node: u64,
+    ) -> u64;
+    fn rseq_emu_stress_pop(area: *mut u8, cpu: u32, head: *const AtomicU64) -> u64;
+    static rseq_emu_stress_addv_cs: u8;
+    static rseq_emu_stress_push_cs: u8;
+    static rseq_emu_stress_pop_cs: u8;
+}
+
+struct Seqs {
+    addv: Seq,
+    push: Seq,
+    pop: Seq,
+}
+
+fn seqs() -> Result<&'static Seqs, String> {
+    static S: OnceLock<Result<Seqs, String>> = OnceLock::new();
+    S.get_or_init(|| {
+        // SAFETY: the three descriptors are emitted above and describe code
+        // of this binary.
+        unsafe {
+            Ok(Seqs {
+                addv: Seq::from_descriptor(&rseq_emu_stress_addv_cs)?,
+                push: Seq::from_descriptor(&rseq_emu_stress_push_cs)?,
+                pop: Seq::from_descriptor(&rseq_emu_stress_pop_cs)?,
+            })
+        }
+    })
+    .as_ref()
+    .map_err(|e| e.clone())
+}
+
+// ---------------------------------------------------------------------------
+// The workload.
+
+/// Thread kinds, in report order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Native sequences, native retry on abort.
+    Native,
+    /// Native sequences, the engine after the abort threshold.
+    Auto,
+    /// Every operation through the engine.
+    Always,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::Native, Mode::Auto, Mode::Always];
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Native => "native",
+            Mode::Auto => "auto",
+            Mode::Always => "always",
+        }
+    }
+}
+
+/// Counter increment per mode: the counters are shared by all modes, and
+/// each mode adds its own weight, so the lost (or extra) updates of each
+/// mode can be read back from the difference (exact while each mode's
+/// error stays below 2^20; u64 wrapping arithmetic).
+const WEIGHTS: [u64; 3] = [1, 1 << 21, 1 << 42];
+
+/// Split `expected - actual` (wrapping) into per-mode signed differences.
+fn per_mode_diff(diff: u64) -> [i64; 3] {
+    let mut out = [0i64; 3];
+    let mut d = diff;
+    for (m, o) in out.iter_mut().enumerate() {
+        let bits = if m < 2 { 21 } else { 22 };
+        let mask = (1u64 << bits) - 1;
+        let mut f = (d & mask) as i64;
+        if f >= 1 << (bits - 1) {
+            f -= 1 << bits;
+        }
+        *o = f;
+        d = d.wrapping_sub(f as u64) >> bits;
+    }
+    out
+}
+
+/// Per-thread (and per-mode) tallies.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Stats {
+    /// Sequence runs: native runs plus engine calls.
+    pub(crate) attempts: u64,
+    /// Native runs that ended in the abort handler, plus engine commit
+    /// rounds that were retried.
+    pub(crate) aborts: u64,
+    /// Operations completed (counter adds, pushes, pops).
+    pub(crate) completions: u64,
+    /// Operations whose completing run was the engine's.
+    pub(crate) emulated: u64,
+    /// Engine calls that refused or exhausted (fell back to native retry).
+    pub(crate) refused: u64,
+    /// Counter adds completed.
+    pub(crate) adds: u64,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.attempts += o.attempts;
+        self.aborts += o.aborts;
+        self.completions += o.completions;
+        self.emulated += o.emulated;
+        self.refused += o.refused;
+        self.adds += o.adds;
+    }
+}
+
+/// One CPU's data, on its own cache line.
+#[repr(C, align(64))]
+struct Slot {
+    count: AtomicU64,
+    head: AtomicU64,
+}
+
+/// A list node; `next` first (offset 0, what the pop sequence loads).
+#[repr(C)]
+struct Node {
+    next: AtomicU64,
+    id: u64,
+}
+
+const NODES_PER_THREAD: usize = 64;
+
+/// A worker's state.
+struct Worker {
+    mode: Mode,
+    area: *mut u8,
+    aborts: AbortCounter,
+    stats: Stats,
+    /// Whether the last run that left the section was the engine's.
+    last_emulated: bool,
+}
+
+impl Worker {
+    /// Run one sequence to a non-abort exit: natively (retry on abort), or
+    /// through the engine per the worker's mode. `native` runs the native
+    /// code for a CPU; `regs` gives the entry registers for a CPU.
+    fn run(
+        &mut self,
+        seq: &Seq,
+        native: impl Fn(*mut u8, u32) -> Exit,
+        regs: impl Fn(*mut u8, u32) -> Vec<(usize, u64)>,
+    ) -> Exit {
+        let mut emulate = self.mode == Mode::Always;
+        loop {
+            let cpu = registration::current_cpu().unwrap_or(0);
+            self.stats.attempts += 1;
+            if emulate {
+                match seq.emulate(cpu, &regs(self.area, cpu)) {
+                    Ok(Completion::Done { result, rounds, .. }) if result != Exit::Abort => {
+                        self.stats.aborts += u64::from(rounds - 1);
+                        self.last_emulated = true;
+                        self.aborts.on_success();
+                        return result;
+                    }
+                    Ok(Completion::Done { rounds, .. }) => {
+                        self.stats.aborts += u64::from(rounds);
+                    }
+                    _ => {
+                        // Refused or exhausted: native retry for this run.
+                        self.stats.refused += 1;
+                        emulate = false;
+                    }
+                }
+                continue;
+            }
+            match native(self.area, cpu) {
+                Exit::Abort => {
+                    self.stats.aborts += 1;
+                    emulate = match self.mode {
+                        Mode::Native => false,
+                        Mode::Always => true,
+                        Mode::Auto => {
+                            // AbortCounter consults the global mode; the
+                            // stress sets it to auto.
+                            self.aborts.on_abort()
+                        }
+                    };
+                }
+                e => {
+                    self.aborts.on_success();
+                    self.last_emulated = false;
+                    return e;
+                }
+            }
+        }
+    }
+
+    fn addv(&mut self, s: &Seqs, slots: &[Slot], count: u64) -> Result<(), String> {
+        let slot = |cpu: u32| -> *const AtomicU64 { &slots[cpu as usize].count };
+        let e = self.run(
+            &s.addv,
+            |area, cpu| {
+                // SAFETY: `area` is this thread's registration; the slot is
+                // a live AtomicU64.
+                match unsafe { rseq_emu_stress_addv(area, cpu, slot(cpu), count) } {
+                    0 => Exit::Post(0),
+                    _ => Exit::Abort,
+                }
+            },
+            |area, cpu| {
+                vec![
+                    (reg::RDI, area as u64),
+                    (reg::RSI, u64::from(cpu)),
+                    (reg::RDX, slot(cpu) as u64),
+                    (reg::RCX, count),
+                ]
+            },
+        );
+        match e {
+            Exit::Post(_) => Ok(()),
+            e => Err(format!("addv left by {e:?}")),
+        }
+    }
+
+    fn push(&mut self, s: &Seqs, slots: &[Slot], node: &Node) -> Result<(), String> {
+        let n = node as *const Node as u64;
+        loop {
+            let e = self.run(
+                &s.push,
+                |area, cpu| {
+                    let head = &slots[cpu as usize].head;
+                    let expect = head.load(Ordering::Relaxed);
+                    node.next.store(expect, Ordering::Relaxed);
+                    // SAFETY: as for addv; `node` is owned by this thread
+                    // until the commit publishes it.
+                    match unsafe { rseq_emu_stress_push(area, cpu, head, expect, n) } {
+                        0 => Exit::Post(0),
+                        2 => Exit::Other(2),
+                        _ => Exit::Abort,
+                    }
+                },
+                |area, cpu| {
+                    let head = &slots[cpu as usize].head;
+                    let expect = head.load(Ordering::Relaxed);
+                    node.next.store(expect, Ordering::Relaxed);
+                    vec![
+                        (reg::RDI, area as u64),
+                        (reg::RSI, u64::from(cpu)),
+                        (reg::RDX, head as *const AtomicU64 as u64),
+                        (reg::RCX, expect),
+                        (reg::R8, n),
+                    ]
+                },
+            );
+            match e {
+                Exit::Post(_) => return Ok(()),
+                Exit::Other(_) => continue,
+                Exit::Abort => return Err("push left by abort".into()),
+            }
+        }
+    }
+
+    fn pop(&mut self, s: &Seqs, slots: &[Slot]) -> Result<u64, String> {
+        let e = self.run(
+            &s.pop,
+            |area, cpu| {
+                let head = &slots[cpu as usize].head;
+                // SAFETY: as for addv.
+                match unsafe { rseq_emu_stress_pop(area, cpu, head) } {
+                    RET_ABORT => Exit::Abort,
+                    0 => Exit::Other(0),
+                    n => Exit::Post(n),
+                }
+            },
+            |area, cpu| {
+                vec![
+                    (reg::RDI, area as u64),
+                    (reg::RSI, u64::from(cpu)),
+                    (
+                        reg::RDX,
+                        &slots[cpu as usize].head as *const AtomicU64 as u64,
+                    ),
+                ]
+            },
+        );
+        match e {
+            Exit::Post(n) => Ok(n),
+            Exit::Other(_) => Ok(0),
+            Exit::Abort => Err("pop left by abort".into()),
+        }
+    }
 }
 
 extern "C" fn on_signal(_: libc::c_int) {}
-
-const NIL: u64 = 0;
-
-/// A list node; `next` is 0 for the end.
-#[repr(C)]
-struct Node {
-    next: u64,
-    id: u64,
-}
 
 fn tid() -> libc::pid_t {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
 }
 
+/// Install a no-op handler (SA_RESTART) for `sig`.
+pub(crate) fn install_noop_handler(sig: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction with a valid handler and an empty mask.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Number of CPU ids the kernel may report (size of the per-CPU arrays).
+pub(crate) fn cpu_ids() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    n.max(1) as usize
+}
+
+/// Per-mode result of a stress run.
+#[derive(Debug)]
+struct ModeReport {
+    mode: Mode,
+    threads: usize,
+    stats: Stats,
+    lost_updates: i64,
+}
+
 /// Run the stress workload.
 pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
+    let seqs = seqs()?;
     let ncpu = std::thread::available_parallelism()?.get();
+    let nids = cpu_ids();
     let nthreads = 4 * ncpu;
-    // SAFETY: installs a no-op handler for SIGUSR1 (no SA_RESTART needed).
-    unsafe {
-        libc::signal(
-            libc::SIGUSR1,
-            on_signal as extern "C" fn(libc::c_int) as usize,
-        );
+    if let Some(t) = a.threshold {
+        policy::set_threshold(t);
     }
-    let counters: Arc<Vec<AtomicU64>> = Arc::new((0..ncpu).map(|_| AtomicU64::new(0)).collect());
-    let heads: Arc<Vec<AtomicU64>> = Arc::new((0..ncpu).map(|_| AtomicU64::new(NIL)).collect());
-    // Nodes: each thread owns a pool and pushes/pops them.
-    let per_thread_nodes = 64usize;
+    policy::set_mode(policy::Mode::Auto);
+    install_noop_handler(libc::SIGUSR1)?;
+    let slots: Arc<Vec<Slot>> = Arc::new(
+        (0..nids)
+            .map(|_| Slot {
+                count: AtomicU64::new(0),
+                head: AtomicU64::new(0),
+            })
+            .collect(),
+    );
     let nodes: Arc<Vec<Node>> = Arc::new(
-        (0..nthreads * per_thread_nodes)
+        (0..nthreads * NODES_PER_THREAD)
             .map(|i| Node {
-                next: 0,
+                next: AtomicU64::new(0),
                 id: i as u64,
             })
             .collect(),
     );
     let stop = Arc::new(AtomicBool::new(false));
+    let total_ops = Arc::new(AtomicU64::new(0));
     let tids = Arc::new((0..nthreads).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
     let mut handles = Vec::new();
     let start = Instant::now();
     for t in 0..nthreads {
-        let (counters, heads, nodes, stop, tids) = (
-            counters.clone(),
-            heads.clone(),
+        let mode = Mode::ALL[t % 3];
+        let (slots, nodes, stop, total_ops, tids) = (
+            slots.clone(),
             nodes.clone(),
             stop.clone(),
+            total_ops.clone(),
             tids.clone(),
         );
-        handles.push(std::thread::spawn(move || -> (u64, u64, u64, u64) {
-            tids[t].store(tid() as u64, Ordering::Relaxed);
-            let (mut adds, mut rounds, mut migrated, mut failed) = (0u64, 0u64, 0u64, 0u64);
-            let mut mine: Vec<u64> = (0..per_thread_nodes)
-                .map(|i| &nodes[t * per_thread_nodes + i] as *const Node as u64)
-                .collect();
-            let mut i = t as u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let cpu = (i % ncpu as u64) as u32;
-                let c = counters[cpu as usize].as_ptr() as u64;
-                let r = complete(cpu, |m| {
-                    let v = m.read_u64(c).ok()?;
-                    m.write_u64(c, v + 1).ok()
-                });
-                match r {
-                    Ok(Completion::Done {
-                        rounds: r,
-                        migrated: mg,
-                        ..
-                    }) => {
-                        adds += 1;
-                        rounds += r as u64;
-                        migrated += mg as u64;
-                    }
-                    _ => failed += 1,
-                }
-                let h = heads[cpu as usize].as_ptr() as u64;
-                if i & 1 == 0 {
-                    if let Some(n) = mine.pop() {
-                        // push: node.next = head; head = node (one store
-                        // commits; node.next is private until then).
-                        let r = complete(cpu, |m| {
-                            let old = m.read_u64(h).ok()?;
-                            m.write_u64(n, old).ok()?;
-                            m.write_u64(h, n).ok()
-                        });
-                        if !matches!(r, Ok(Completion::Done { .. })) {
-                            failed += 1;
-                            mine.push(n);
+        handles.push(std::thread::spawn(
+            move || -> Result<(Mode, Stats, Vec<u64>), String> {
+                tids[t].store(tid() as u64, Ordering::Relaxed);
+                let area = registration::area().map_err(|e| e.to_string())?;
+                let mut w = Worker {
+                    mode,
+                    area: area.cast(),
+                    aborts: AbortCounter::new(),
+                    stats: Stats::default(),
+                    last_emulated: false,
+                };
+                let mut pool: Vec<u64> = (0..NODES_PER_THREAD)
+                    .map(|i| &nodes[t * NODES_PER_THREAD + i] as *const Node as u64)
+                    .collect();
+                let node_at = |p: u64| -> &Node {
+                    let i = (p - nodes.as_ptr() as u64) as usize / std::mem::size_of::<Node>();
+                    &nodes[i]
+                };
+                let mut i = t as u64;
+                let mut pending = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    match i % 3 {
+                        1 if !pool.is_empty() => {
+                            let n = pool.pop().unwrap_or_default();
+                            w.push(seqs, &slots, node_at(n))?;
                         }
-                    }
-                } else {
-                    let r = complete(cpu, |m| {
-                        let top = m.read_u64(h).ok()?;
-                        if top == NIL {
-                            return Some(NIL);
-                        }
-                        let next = m.read_u64(top).ok()?;
-                        m.write_u64(h, next).ok()?;
-                        Some(top)
-                    });
-                    match r {
-                        Ok(Completion::Done { result, .. }) => {
-                            if result != NIL {
-                                mine.push(result)
+                        2 => {
+                            let n = w.pop(seqs, &slots)?;
+                            if n != 0 {
+                                pool.push(n);
                             }
                         }
-                        _ => failed += 1,
+                        _ => {
+                            w.addv(seqs, &slots, WEIGHTS[mode as usize])?;
+                            w.stats.adds += 1;
+                        }
+                    }
+                    w.stats.completions += 1;
+                    w.stats.emulated += u64::from(w.last_emulated);
+                    pending += 1;
+                    if pending == 256 {
+                        total_ops.fetch_add(pending, Ordering::Relaxed);
+                        pending = 0;
                     }
                 }
-            }
-            // Give back what we hold: push to cpu 0's list.
-            for n in mine {
-                let h = heads[0].as_ptr() as u64;
-                let _ = complete(0, |m| {
-                    let old = m.read_u64(h).ok()?;
-                    m.write_u64(n, old).ok()?;
-                    m.write_u64(h, n).ok()
-                });
-            }
-            (adds, rounds, migrated, failed)
-        }));
+                total_ops.fetch_add(pending, Ordering::Relaxed);
+                Ok((mode, w.stats, pool))
+            },
+        ));
     }
-    // Signal storm.
-    let deadline = start + Duration::from_secs(a.seconds);
+    // The storm: SIGUSR1 to every worker, every `signal_us`.
+    let limit = Duration::from_secs(a.seconds.unwrap_or(if a.ops.is_some() { 3600 } else { 2 }));
     let mut signals = 0u64;
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
-    while Instant::now() < deadline {
+    loop {
+        if start.elapsed() >= limit
+            || a.ops
+                .is_some_and(|n| total_ops.load(Ordering::Relaxed) >= n)
+        {
+            break;
+        }
+        if handles.iter().any(|h| h.is_finished()) {
+            break; // a worker failed; its error is reported below
+        }
         if a.signal_us > 0 {
             for t in tids.iter() {
                 let t = t.load(Ordering::Relaxed) as libc::pid_t;
@@ -167,61 +681,144 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
             }
             std::thread::sleep(Duration::from_micros(a.signal_us));
         } else {
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let (mut adds, mut rounds, mut migrated, mut failed) = (0, 0, 0, 0);
+    let mut per_mode: Vec<ModeReport> = Mode::ALL
+        .iter()
+        .map(|&mode| ModeReport {
+            mode,
+            threads: 0,
+            stats: Stats::default(),
+            lost_updates: 0,
+        })
+        .collect();
+    let mut pools = Vec::new();
+    let mut errors = Vec::new();
     for h in handles {
-        let (x, r, m, f) = h.join().map_err(|_| "worker panicked")?;
-        adds += x;
-        rounds += r;
-        migrated += m;
-        failed += f;
+        match h.join() {
+            Ok(Ok((mode, s, pool))) => {
+                let r = &mut per_mode[mode as usize];
+                r.threads += 1;
+                r.stats.add(&s);
+                pools.push(pool);
+            }
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => errors.push("worker panicked".into()),
+        }
     }
     let secs = start.elapsed().as_secs_f64();
-    let total: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-    // Walk the lists: every node exactly once.
+    if !errors.is_empty() {
+        return Err(format!("stress workers failed: {}", errors.join("; ")).into());
+    }
+    // Counters: expected (weighted per mode) vs. the per-CPU sums.
+    let expected = per_mode.iter().fold(0u64, |acc, r| {
+        acc.wrapping_add(r.stats.adds.wrapping_mul(WEIGHTS[r.mode as usize]))
+    });
+    let actual = slots.iter().fold(0u64, |acc, s| {
+        acc.wrapping_add(s.count.load(Ordering::Relaxed))
+    });
+    let diff = per_mode_diff(expected.wrapping_sub(actual));
+    for r in per_mode.iter_mut() {
+        r.lost_updates = diff[r.mode as usize];
+    }
+    // Nodes: every node exactly once across the lists and the pools.
+    let base = nodes.as_ptr() as u64;
+    let size = std::mem::size_of::<Node>() as u64;
     let mut seen = vec![0u32; nodes.len()];
-    for h in heads.iter() {
-        let mut p = h.load(Ordering::Relaxed);
+    let mut stray = 0u64;
+    let mut mark = |p: u64, seen: &mut Vec<u32>| {
+        if p < base || !(p - base).is_multiple_of(size) || (p - base) / size >= nodes.len() as u64 {
+            stray += 1;
+            return false;
+        }
+        seen[((p - base) / size) as usize] += 1;
+        true
+    };
+    for s in slots.iter() {
+        let mut p = s.head.load(Ordering::Relaxed);
         let mut steps = 0;
-        while p != NIL && steps <= nodes.len() {
-            // SAFETY: p points at a node of `nodes` (only such pointers are
-            // ever pushed).
-            let n = unsafe { &*(p as *const Node) };
-            seen[n.id as usize] += 1;
-            p = n.next;
+        while p != 0 && steps <= nodes.len() {
+            if !mark(p, &mut seen) {
+                break;
+            }
+            p = nodes[((p - base) / size) as usize]
+                .next
+                .load(Ordering::Relaxed);
             steps += 1;
+        }
+    }
+    for pool in &pools {
+        for &p in pool {
+            mark(p, &mut seen);
         }
     }
     let lost = seen.iter().filter(|&&c| c == 0).count();
     let dup = seen.iter().filter(|&&c| c > 1).count();
-    let ok = total == adds && lost == 0 && dup == 0 && failed == 0;
-    let aborts = rounds - adds;
+    for (i, n) in nodes.iter().enumerate() {
+        if n.id != i as u64 {
+            stray += 1;
+        }
+    }
+    let refused: u64 = per_mode.iter().map(|r| r.stats.refused).sum();
+    let total: u64 = per_mode.iter().map(|r| r.stats.completions).sum();
+    let counters_exact = diff == [0, 0, 0];
+    let ok = counters_exact && lost == 0 && dup == 0 && stray == 0;
     if a.json {
+        let modes: Vec<_> = per_mode
+            .iter()
+            .map(|r| {
+                let s = &r.stats;
+                serde_json::json!({
+                    "mode": r.mode.name(), "threads": r.threads, "attempts": s.attempts,
+                    "aborts": s.aborts, "completions": s.completions,
+                    "ops_per_s": s.completions as f64 / secs,
+                    "fraction_emulated": frac(s.emulated, s.completions),
+                    "emulated": s.emulated, "engine_refused": s.refused,
+                    "counter_adds": s.adds, "lost_updates": r.lost_updates,
+                })
+            })
+            .collect();
         println!(
             "{}",
             serde_json::json!({
                 "threads": nthreads, "cpus": ncpu, "seconds": secs, "signals": signals,
-                "counter_ops": adds, "counter_total": total, "lost_updates": adds as i64 - total as i64,
-                "commit_rounds": rounds, "commit_retries": aborts, "migrations": migrated,
-                "failed": failed, "nodes_lost": lost, "nodes_duplicated": dup,
-                "ops_per_s": adds as f64 / secs, "ok": ok,
+                "threshold": policy::threshold(), "operations": total,
+                "ops_per_s": total as f64 / secs, "modes": modes,
+                "counters_exact": counters_exact, "nodes": nodes.len(),
+                "nodes_lost": lost, "nodes_duplicated": dup, "stray_pointers": stray,
+                "engine_refused": refused, "ok": ok,
             })
         );
     } else {
-        println!("threads {nthreads} on {ncpu} cpus, {secs:.2} s, {signals} signals");
         println!(
-            "engine counter ops {adds} ({:.0}/s), counter total {total}, lost updates {}",
-            adds as f64 / secs,
-            adds as i64 - total as i64
+            "{nthreads} threads on {ncpu} cpus, {secs:.2} s, {signals} signals, {total} operations ({:.0}/s), auto threshold {}",
+            total as f64 / secs,
+            policy::threshold()
         );
         println!(
-            "commit rounds {rounds} (retries {aborts}), migrations {migrated}, failed {failed}"
+            "{:<7} {:>7} {:>12} {:>10} {:>12} {:>12} {:>9} {:>6}",
+            "mode", "threads", "attempts", "aborts", "completions", "ops/s", "emulated", "lost"
         );
+        for r in &per_mode {
+            let s = &r.stats;
+            println!(
+                "{:<7} {:>7} {:>12} {:>10} {:>12} {:>12.0} {:>8.3}% {:>6}",
+                r.mode.name(),
+                r.threads,
+                s.attempts,
+                s.aborts,
+                s.completions,
+                s.completions as f64 / secs,
+                100.0 * frac(s.emulated, s.completions),
+                r.lost_updates
+            );
+        }
         println!(
-            "list nodes lost {lost}, duplicated {dup}: {}",
+            "counters {}; list nodes {}: lost {lost}, duplicated {dup}, stray {stray}; engine refusals {refused}: {}",
+            if counters_exact { "exact" } else { "WRONG" },
+            nodes.len(),
             if ok { "OK" } else { "FAIL" }
         );
     }
@@ -230,4 +827,37 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `a / b`, 0 when `b` is 0.
+pub(crate) fn frac(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_mode_diff_roundtrip() {
+        for lost in [[0i64, 0, 0], [1, 0, 0], [0, 3, 0], [0, 0, 5], [-2, 7, -1]] {
+            let d = lost.iter().zip(WEIGHTS).fold(0u64, |acc, (&l, w)| {
+                acc.wrapping_add((l as u64).wrapping_mul(w))
+            });
+            assert_eq!(per_mode_diff(d), lost);
+        }
+    }
+
+    #[test]
+    fn sequences_decode_and_are_emulable() {
+        let s = seqs().unwrap();
+        for q in [&s.addv, &s.push, &s.pop] {
+            assert!(q.cs.contains(q.cs.start_ip));
+            assert!(!q.cs.contains(q.cs.abort_ip));
+        }
+    }
 }

@@ -76,6 +76,8 @@ fn the_same_seed_generates_the_same_sequences() {
                 "42",
                 "--pattern",
                 "memcpy",
+                "--cpu",
+                "0",
                 "--out",
             ])
             .arg(&d)

@@ -101,8 +101,10 @@ fn check_seqs(arch: &str, variant: &str, flags: &[&str]) {
         // the listing starts at start_ip.
         let insns = s["instructions"].as_array().unwrap();
         assert_eq!(parse_hex(&insns[0]["ip"]), sym("start"), "{ctx}");
-        // Emulability: the executor's verdict, or null before it exists.
-        if !s["emulable"].is_null() {
+        // Emulability: both architectures have an executor, so the verdict
+        // is always there.
+        assert!(!s["emulable"].is_null(), "{ctx}: no emulability verdict");
+        {
             let unsupported = s["unsupported"].as_array().unwrap();
             if n == 8 {
                 assert_eq!(s["emulable"], false, "{ctx}");
@@ -115,6 +117,13 @@ fn check_seqs(arch: &str, variant: &str, flags: &[&str]) {
                     unsupported.iter().any(|u| parse_hex(&u["ip"]) == syms[bad]),
                     "{ctx}: the {bad} instruction must be reported unsupported"
                 );
+                if arch == "aarch64" {
+                    // Only the exclusive store, and it says why.
+                    assert_eq!(unsupported.len(), 1, "{ctx}");
+                    let u = &unsupported[0];
+                    assert!(u["insn"].as_str().unwrap().starts_with("stxr"), "{ctx}");
+                    assert!(u["reason"].as_str().unwrap().contains("exclusive"), "{ctx}");
+                }
             } else if n <= 3 {
                 assert_eq!(s["emulable"], true, "{ctx}");
                 assert!(unsupported.is_empty(), "{ctx}");
@@ -336,4 +345,26 @@ fn corrupted_files_never_panic() {
         }
         rseq_emu_harness::elf::fuzz_scan(&b);
     }
+}
+
+#[test]
+fn packed_relative_relocations_read_exactly() {
+    // ld -z pack-relative-relocs (DT_RELR) keeps the addends in place; every
+    // address must still equal nm's, and the file must really use DT_RELR
+    // (readelf is the oracle for that), or this test proves nothing.
+    let flags = ["-pie", "-fPIE", "-Wl,-z,pack-relative-relocs"];
+    check_seqs("x86_64", "pie-relr", &flags);
+    let bin = out_dir().join("seqs_x86_64_pie-relr");
+    let out = std::process::Command::new("readelf")
+        .arg("-d")
+        .arg(&bin)
+        .output()
+        .expect("run readelf");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(RELR)"),
+        "the linker did not emit DT_RELR"
+    );
+    let doc = scan_json(&bin);
+    let problems = doc["files"][0]["problems"].to_string();
+    assert!(!problems.contains("RELR"), "{problems}");
 }

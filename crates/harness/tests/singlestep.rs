@@ -178,7 +178,10 @@ fn two_threads_complete_under_singlestep() {
 #[test]
 fn naive_stepping_livelocks_in_the_first_section() {
     let exe = counter();
-    let (lines, report, code) = singlestep(&["--naive", "--timeout", "5"], &exe, &["10000"]);
+    // Naive stepping runs the static binary's start-up (tens of thousands
+    // of instructions) one step at a time before the first section; on a
+    // loaded 2-core machine that alone took over 5 s, so give it 15 s.
+    let (lines, report, code) = singlestep(&["--naive", "--timeout", "15"], &exe, &["10000"]);
     assert_eq!(report["status"], "timeout", "report: {report}");
     assert_eq!(code, Some(124));
     assert!(lines.is_empty(), "the program must not finish: {lines:?}");

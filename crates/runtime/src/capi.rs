@@ -62,3 +62,50 @@ pub unsafe extern "C" fn rseq_emu_percpu_addv(v: *mut isize, count: isize, cpu: 
         _ => -2,
     }
 }
+
+/// Make descriptors outside this program's `__rseq_cs` section known.
+///
+/// # Safety
+/// `descs` points to `n` descriptor addresses (or is null with `n` 0).
+#[no_mangle]
+pub unsafe extern "C" fn rseq_emu_register_descriptors(descs: *const *const u8, n: usize) {
+    if descs.is_null() || n == 0 {
+        return;
+    }
+    // SAFETY: the caller's contract.
+    let s = unsafe { std::slice::from_raw_parts(descs, n) };
+    let v: Vec<u64> = s.iter().map(|&p| p as u64).collect();
+    crate::section::register_descriptors(&v);
+}
+
+/// Counters of the abort-stub path, as in `include/rseq_emu.h`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RseqEmuStats {
+    /// Calls from an abort stub.
+    pub aborts: u64,
+    /// Completed by the engine.
+    pub emulated: u64,
+    /// Answered with a native retry.
+    pub native_retries: u64,
+}
+
+/// Fill `out` with the counters of the abort-stub path.
+///
+/// # Safety
+/// `out` is null or valid for writing one `RseqEmuStats`.
+#[no_mangle]
+pub unsafe extern "C" fn rseq_emu_get_stats(out: *mut RseqEmuStats) {
+    if out.is_null() {
+        return;
+    }
+    let s = crate::abort::stats();
+    // SAFETY: the caller's contract.
+    unsafe {
+        *out = RseqEmuStats {
+            aborts: s.aborts,
+            emulated: s.emulated,
+            native_retries: s.native_retries,
+        }
+    };
+}

@@ -38,13 +38,19 @@ fn chunks(addr: u64, bytes: &[u8], op: u32, out: &mut Vec<PlanEntry>) {
 /// so callers refuse plans whose final store is wider than 8 bytes.
 pub fn plan(loads: &[LoggedLoad], stores: &[BufferedStore]) -> Vec<PlanEntry> {
     let mut out = Vec::with_capacity(loads.len() + stores.len());
+    plan_into(loads, stores, &mut out);
+    out
+}
+
+/// [`plan`] into a reused vector (cleared first).
+pub fn plan_into(loads: &[LoggedLoad], stores: &[BufferedStore], out: &mut Vec<PlanEntry>) {
+    out.clear();
     for l in loads {
-        chunks(l.addr, &l.bytes, 0, &mut out);
+        chunks(l.addr, l.bytes(), 0, out);
     }
     for s in stores {
-        chunks(s.addr, &s.bytes, 1, &mut out);
+        chunks(s.addr, s.bytes(), 1, out);
     }
-    out
 }
 
 /// RAII: all signals blocked on this thread until dropped.
@@ -127,23 +133,11 @@ mod tests {
         let mut x = [0u64; 4];
         x[0] = 7;
         let base = x.as_mut_ptr() as u64;
-        let loads = vec![LoggedLoad {
-            addr: base,
-            bytes: 7u64.to_le_bytes().to_vec(),
-        }];
+        let loads = vec![LoggedLoad::new(base, &7u64.to_le_bytes())];
         let stores = vec![
-            BufferedStore {
-                addr: base + 8,
-                bytes: vec![1, 2, 3],
-            },
-            BufferedStore {
-                addr: base + 16,
-                bytes: 0x0102_0304u32.to_le_bytes().to_vec(),
-            },
-            BufferedStore {
-                addr: base,
-                bytes: 8u64.to_le_bytes().to_vec(),
-            },
+            BufferedStore::new(base + 8, &[1, 2, 3]),
+            BufferedStore::new(base + 16, &0x0102_0304u32.to_le_bytes()),
+            BufferedStore::new(base, &8u64.to_le_bytes()),
         ];
         let p = plan(&loads, &stores);
         // SAFETY: addresses inside `x`.
@@ -174,10 +168,10 @@ mod tests {
     fn check_only_plan() {
         let x = 5u32;
         let p = plan(
-            &[LoggedLoad {
-                addr: &x as *const u32 as u64,
-                bytes: 5u32.to_le_bytes().to_vec(),
-            }],
+            &[LoggedLoad::new(
+                &x as *const u32 as u64,
+                &5u32.to_le_bytes(),
+            )],
             &[],
         );
         // SAFETY: reads `x` only.

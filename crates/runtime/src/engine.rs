@@ -3,13 +3,15 @@
 //! aborts or a logged value changed.
 //!
 //! The emulation step is a closure so the loop is independent of the
-//! instruction set: with the x86_64 executor it is
-//! `Program::<X86_64>::run` over a copy of the saved registers.
+//! instruction set; [`emulate_section`] is the step for a decoded section
+//! (the executor run over a copy of the entry registers).
 
-use crate::arch::CommitResult;
+use crate::arch::{self, CommitResult, State};
 use crate::commit::{self, CommitError};
 use crate::memory::{LiveMemory, Logged};
 use crate::registration;
+use crate::section::{Refusal, Section};
+use rseq_emu_core::{ArchState, Outcome};
 
 /// How many emulate+commit rounds before reporting exhaustion.
 pub const MAX_ROUNDS: u32 = 64;
@@ -72,12 +74,25 @@ impl Drop for Pinned {
 /// the thread runs elsewhere (affinity restored afterwards).
 pub fn complete<T>(
     cpu: u32,
+    step: impl FnMut(&mut Logged<LiveMemory>) -> Option<T>,
+) -> Result<Completion<T>, CommitError> {
+    complete_on(Some(cpu), step)
+}
+
+/// As [`complete`]; `None` = on whatever CPU the thread runs on at each
+/// round (never migrates): the section's own cpu check, which is in the
+/// load log, decides whether that CPU is the right one.
+pub fn complete_on<T>(
+    target: Option<u32>,
     mut step: impl FnMut(&mut Logged<LiveMemory>) -> Option<T>,
 ) -> Result<Completion<T>, CommitError> {
     let mut pin = None;
     let mut migrated = false;
+    let mut mem = Logged::new(LiveMemory);
+    let mut plan = Vec::new();
     for round in 1..=MAX_ROUNDS {
         let here = registration::current_cpu().map_err(CommitError::Registration)?;
+        let cpu = target.unwrap_or(here);
         if here != cpu && pin.is_none() {
             match Pinned::to(cpu) {
                 Ok(p) => {
@@ -87,14 +102,14 @@ pub fn complete<T>(
                 Err(_) => return Ok(Completion::Refused),
             }
         }
-        let mut mem = Logged::new(LiveMemory);
+        mem.clear();
         let Some(result) = step(&mut mem) else {
             return Ok(Completion::Refused);
         };
-        if mem.stores.last().is_some_and(|s| s.bytes.len() > 8) {
+        if mem.stores.last().is_some_and(|s| s.len() > 8) {
             return Ok(Completion::Refused);
         }
-        let plan = commit::plan(&mem.loads, &mem.stores);
+        commit::plan_into(&mem.loads, &mem.stores, &mut plan);
         // SAFETY: the logged run read every check address and validated
         // every store address.
         match unsafe { commit::commit_once(&plan, cpu) }? {
@@ -109,6 +124,106 @@ pub fn complete<T>(
         }
     }
     Ok(Completion::Exhausted)
+}
+
+/// Instruction budget of one emulation (a 64 KiB byte-by-byte copy is
+/// about 400,000 instructions).
+pub const EMU_BUDGET: u64 = 1 << 24;
+
+/// Why the engine answered "retry natively".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The section is never emulated (see [`Refusal`]).
+    Refused(Refusal),
+    /// The emulation took the sequence's own abort path (e.g. its cpu
+    /// check failed): natively it would have gone to the abort label too.
+    SequenceAbort,
+    /// The emulation stopped: unsupported instruction, fault or budget.
+    Stopped(String),
+    /// The exit was reached with a different `%rsp` than the entry.
+    StackPointerChanged,
+    /// A store below the red zone (where the engine's own frames live) or
+    /// into the rseq area's first 32 bytes.
+    ForbiddenStore(u64),
+    /// Every round aborted or mismatched.
+    Exhausted,
+    /// No rseq registration.
+    Registration(String),
+}
+
+/// The engine's answer for one aborted section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Resume at the sequence's own abort label, as without the engine.
+    Retry(Why),
+    /// The emulation reached `ip` (post_commit_ip or an early exit) and was
+    /// committed (or, without stores, validated) on its CPU: resume there
+    /// with `state`.
+    Resume {
+        /// The exit.
+        ip: u64,
+        /// Registers and flags at the exit.
+        state: State,
+        /// Emulate+commit rounds used.
+        rounds: u32,
+    },
+}
+
+/// Emulate `section` from `entry` (its registers at the sequence's entry,
+/// as far as the section can observe them) and commit it natively on the
+/// CPU the thread runs on.
+pub fn emulate_section(section: &Section, entry: &State) -> Answer {
+    let area = match registration::area() {
+        Ok(a) => a as u64,
+        Err(e) => return Answer::Retry(Why::Registration(e.to_string())),
+    };
+    let cs = &section.cs;
+    let rsp = arch::stack_pointer(entry);
+    // The engine's own frames live below the sequence's red zone: a store
+    // there (a deep push in the section) would hit them.
+    let low = rsp.wrapping_sub(128);
+    let probe = 0u8;
+    let engine_sp = (&probe as *const u8 as u64).saturating_sub(1 << 16);
+    let mut why = None;
+    let r = complete_on(None, |mem| {
+        let mut st = *entry;
+        st.set_ip(cs.start_ip);
+        let run = section.program.run(&mut st, mem, EMU_BUDGET);
+        let ip = match run.outcome {
+            Outcome::Committed => section.program.post_commit_ip(),
+            Outcome::Exited { ip } if ip == cs.abort_ip => {
+                why = Some(Why::SequenceAbort);
+                return None;
+            }
+            Outcome::Exited { ip } => ip,
+            other => {
+                why = Some(Why::Stopped(format!("{other:?}")));
+                return None;
+            }
+        };
+        if arch::stack_pointer(&st) != rsp {
+            why = Some(Why::StackPointerChanged);
+            return None;
+        }
+        for s in &mem.stores {
+            let end = s.addr.wrapping_add(s.len() as u64);
+            if (s.addr < low && end > engine_sp) || (s.addr < area + 32 && end > area) {
+                why = Some(Why::ForbiddenStore(s.addr));
+                return None;
+            }
+        }
+        Some((ip, st))
+    });
+    match r {
+        Ok(Completion::Done {
+            result: (ip, state),
+            rounds,
+            ..
+        }) => Answer::Resume { ip, state, rounds },
+        Ok(Completion::Refused) => Answer::Retry(why.unwrap_or(Why::Stopped("refused".into()))),
+        Ok(Completion::Exhausted) => Answer::Retry(Why::Exhausted),
+        Err(e) => Answer::Retry(Why::Registration(e.to_string())),
+    }
 }
 
 #[cfg(test)]

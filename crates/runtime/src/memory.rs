@@ -167,23 +167,59 @@ impl CheckWrite for rseq_emu_core::SparseMemory {
     }
 }
 
+/// Largest access one log entry holds; wider accesses are split.
+pub const ENTRY_MAX: usize = 16;
+
 /// One logged load: the bytes the backend held at `addr` when read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoggedLoad {
     /// First address.
     pub addr: u64,
-    /// The bytes read from the backend (before buffered stores overlay).
-    pub bytes: Vec<u8>,
+    len: u8,
+    data: [u8; ENTRY_MAX],
 }
 
 /// One buffered store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BufferedStore {
     /// First address.
     pub addr: u64,
-    /// The bytes to store.
-    pub bytes: Vec<u8>,
+    len: u8,
+    data: [u8; ENTRY_MAX],
 }
+
+macro_rules! entry_impl {
+    ($t:ident) => {
+        impl $t {
+            /// An entry for `bytes` (at most [`ENTRY_MAX`]; longer input is
+            /// truncated, the logged view splits wider accesses).
+            pub fn new(addr: u64, bytes: &[u8]) -> Self {
+                let n = bytes.len().min(ENTRY_MAX);
+                let mut data = [0u8; ENTRY_MAX];
+                data[..n].copy_from_slice(&bytes[..n]);
+                $t {
+                    addr,
+                    len: n as u8,
+                    data,
+                }
+            }
+            /// The bytes.
+            pub fn bytes(&self) -> &[u8] {
+                &self.data[..self.len as usize]
+            }
+            /// Number of bytes.
+            pub fn len(&self) -> usize {
+                self.len as usize
+            }
+            /// Whether there are no bytes.
+            pub fn is_empty(&self) -> bool {
+                self.len == 0
+            }
+        }
+    };
+}
+entry_impl!(LoggedLoad);
+entry_impl!(BufferedStore);
 
 /// Logged view over a backend: see the module documentation.
 #[derive(Debug)]
@@ -205,16 +241,21 @@ impl<M> Logged<M> {
             stores: Vec::new(),
         }
     }
+    /// Forget every load and store (keeping the allocations).
+    pub fn clear(&mut self) {
+        self.loads.clear();
+        self.stores.clear();
+    }
 }
 
 fn overlay(buf: &mut [u8], addr: u64, stores: &[BufferedStore]) {
     let end = addr + buf.len() as u64;
     for s in stores {
-        let s_end = s.addr + s.bytes.len() as u64;
+        let s_end = s.addr + s.len() as u64;
         let lo = s.addr.max(addr);
         let hi = s_end.min(end);
         for a in lo..hi {
-            buf[(a - addr) as usize] = s.bytes[(a - s.addr) as usize];
+            buf[(a - addr) as usize] = s.data[(a - s.addr) as usize];
         }
     }
 }
@@ -222,10 +263,10 @@ fn overlay(buf: &mut [u8], addr: u64, stores: &[BufferedStore]) {
 impl<M: Memory + CheckWrite> Memory for Logged<M> {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
         self.inner.read(addr, buf)?;
-        self.loads.push(LoggedLoad {
-            addr,
-            bytes: buf.to_vec(),
-        });
+        for (i, c) in buf.chunks(ENTRY_MAX).enumerate() {
+            self.loads
+                .push(LoggedLoad::new(addr + (i * ENTRY_MAX) as u64, c));
+        }
         overlay(buf, addr, &self.stores);
         Ok(())
     }
@@ -239,10 +280,10 @@ impl<M: Memory + CheckWrite> Memory for Logged<M> {
                 kind: AccessKind::Write,
             });
         }
-        self.stores.push(BufferedStore {
-            addr,
-            bytes: data.to_vec(),
-        });
+        for (i, c) in data.chunks(ENTRY_MAX).enumerate() {
+            self.stores
+                .push(BufferedStore::new(addr + (i * ENTRY_MAX) as u64, c));
+        }
         Ok(())
     }
 }
@@ -270,7 +311,7 @@ mod tests {
         m.write_u32(0x1000, 0xdead_beef).unwrap();
         assert_eq!(m.inner.read_u32(0x1000).unwrap(), 0, "store buffered");
         assert_eq!(m.read_u16(0x1002).unwrap(), 0xdead);
-        assert_eq!(m.loads[0].bytes, vec![0, 0], "log holds backend bytes");
+        assert_eq!(m.loads[0].bytes(), &[0, 0], "log holds backend bytes");
         assert_eq!(m.stores.len(), 1);
     }
 

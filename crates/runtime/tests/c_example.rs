@@ -1,12 +1,20 @@
-//! Builds examples/c/percpu_addv.c against include/rseq_emu.h and the
-//! staticlib, runs it, and checks its exact total.
+//! Builds crates/runtime/examples/c/percpu_addv.c against include/rseq_emu.h
+//! and the staticlib, runs it in `auto` and `always` mode under its signal
+//! storm, and checks that the total is exactly threads × adds.
 
 use std::path::PathBuf;
 use std::process::Command;
 
+fn field(text: &str, name: &str) -> u64 {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= in {text:?}"))
+}
+
 #[test]
 fn c_percpu_addv_example_is_exact() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let krate = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = krate.join("../..");
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
@@ -22,8 +30,8 @@ fn c_percpu_addv_example_is_exact() {
     let out = Command::new("gcc")
         .arg("-O2")
         .arg("-I")
-        .arg(root.join("include"))
-        .arg(root.join("examples/c/percpu_addv.c"))
+        .arg(krate.join("include"))
+        .arg(krate.join("examples/c/percpu_addv.c"))
         .arg(&lib)
         .args(["-lpthread", "-ldl", "-lm", "-o"])
         .arg(&exe)
@@ -34,12 +42,23 @@ fn c_percpu_addv_example_is_exact() {
         "gcc failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let run = Command::new(&exe).output().expect("run the example");
-    let text = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "example failed: {text}");
-    let total: Vec<&str> = text.split_whitespace().collect();
-    assert_eq!(
-        total[0].strip_prefix("total="),
-        total[1].strip_prefix("expected=")
-    );
+    for mode in ["auto", "always"] {
+        let run = Command::new(&exe)
+            .env("RSEQ_EMU_MODE", mode)
+            .output()
+            .expect("run the example");
+        let text = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "example failed in {mode} mode: {text} {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert_eq!(field(&text, "total"), field(&text, "expected"), "{text}");
+        assert!(field(&text, "expected") > 0);
+        assert!(
+            field(&text, "aborts") > 0,
+            "the cross-CPU adds reach the abort stub: {text}"
+        );
+        eprintln!("{mode}: {text}");
+    }
 }

@@ -332,8 +332,6 @@ impl Asm {
     pub fn movzx(&mut self, size: u8, from_size: u8, dst: u8, src: Rm) {
         let op = if from_size == 1 { 0xb6 } else { 0xb7 };
         // A 16-bit source never needs the byte-register REX rule.
-        let eff = if from_size == 1 { 1 } else { 4 };
-        let _ = eff;
         if from_size == 1 {
             if let Rm::R(r) = src {
                 if (4..8).contains(&r) && size != 8 && dst < 8 {

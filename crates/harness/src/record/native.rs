@@ -175,6 +175,57 @@ pub fn build(
 /// The two fixed mappings; only one recorder at a time per process.
 pub struct Machine {
     _guard: std::sync::MutexGuard<'static, ()>,
+    /// The fault handlers that were installed before [`Machine::new`].
+    old_handlers: [(libc::c_int, libc::sigaction); 3],
+}
+
+/// Signals a generated sequence can raise natively.
+const FAULT_SIGNALS: [libc::c_int; 3] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL];
+
+/// A native fault while a generated sequence runs is a generator bug (the
+/// sequence was given an address it should not touch). The process cannot
+/// continue (the sequence's registers are lost), so say what happened,
+/// where, and exit with status 3 instead of dying silently.
+extern "C" fn on_native_fault(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
+    fn hex(mut v: u64, out: &mut [u8; 18]) -> &[u8] {
+        out[0] = b'0';
+        out[1] = b'x';
+        for i in (2..18).rev() {
+            out[i] = b"0123456789abcdef"[(v & 15) as usize];
+            v >>= 4;
+        }
+        &out[..]
+    }
+    // SAFETY: the kernel hands a valid siginfo and ucontext to an
+    // SA_SIGINFO handler; only async-signal-safe calls (write, _exit) follow.
+    unsafe {
+        let addr = (*info).si_addr() as u64;
+        let ip =
+            (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+        let (mut ipb, mut addrb) = ([0u8; 18], [0u8; 18]);
+        let name: &[u8] = match sig {
+            libc::SIGSEGV => b"SIGSEGV",
+            libc::SIGBUS => b"SIGBUS",
+            _ => b"SIGILL",
+        };
+        let parts: [&[u8]; 7] = [
+            b"rseq-emu record: a generated sequence faulted natively (",
+            name,
+            b" at ip ",
+            hex(ip, &mut ipb),
+            b", address ",
+            hex(addr, &mut addrb),
+            b"): a bug in the pattern generator; no fixture was written for it\n",
+        ];
+        for p in parts {
+            libc::write(2, p.as_ptr().cast(), p.len());
+        }
+        libc::_exit(3);
+    }
 }
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -215,7 +266,24 @@ impl Machine {
             unsafe { libc::munmap(CODE as *mut libc::c_void, CODE_LEN) };
             return Err(e);
         }
-        Ok(Machine { _guard: guard })
+        let mut old_handlers = FAULT_SIGNALS.map(|sig| {
+            // SAFETY: sigaction is plain data.
+            (sig, unsafe { std::mem::zeroed::<libc::sigaction>() })
+        });
+        for (sig, old) in old_handlers.iter_mut() {
+            // SAFETY: installing an SA_SIGINFO handler with an empty mask;
+            // `old` receives the previous action, restored in Drop.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_native_fault as *const () as usize;
+                sa.sa_flags = libc::SA_SIGINFO;
+                libc::sigaction(*sig, &sa, old);
+            }
+        }
+        Ok(Machine {
+            _guard: guard,
+            old_handlers,
+        })
     }
 
     /// Run `built` once from `entry` with `data` in the buffers and `desc`
@@ -283,8 +351,12 @@ impl Machine {
 
 impl Drop for Machine {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped; no code runs from it any more.
+        // SAFETY: unmapping exactly what `new` mapped; no code runs from it
+        // any more; the saved actions are the ones sigaction returned.
         unsafe {
+            for (sig, old) in &self.old_handlers {
+                libc::sigaction(*sig, old, std::ptr::null_mut());
+            }
             libc::munmap(CODE as *mut libc::c_void, CODE_LEN);
             libc::munmap(SCRATCH as *mut libc::c_void, SCRATCH_LEN);
         }

@@ -661,7 +661,15 @@ fn earlyexit(rng: &mut Rng, env: &Env) -> Result<Gen, String> {
     let mut c = Ctx::new(rng, env);
     let r = c.rng.regs(5);
     let (head, node, next, tag, cpu) = (r[0], r[1], r[2], r[3], r[4]);
-    let s = c.rng.slots(3);
+    // The node's tag word (node + 8) must not be the head slot: the tag
+    // would overwrite the head and the native run would chase a tag value
+    // as a pointer.
+    let s = loop {
+        let s = c.rng.slots(3);
+        if s[1] + 8 != s[0] {
+            break s;
+        }
+    };
     let case = c.rng.below(3);
     c.regs.gpr[head as usize] = s[0];
     let n1 = s[1];

@@ -10,41 +10,25 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/rseq.h>
+#include "rseq_x86.h"
 
 #define SLOTS 4096 /* per-CPU slots */
 static long counts[SLOTS];
 static long ops = 10000;
 static long aborts_total;
 
-static inline struct rseq *rseq_area(void) {
-    return (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
-}
-
 /* One increment of this CPU's counter by `inc`. Returns 0 on commit, 1 on abort. */
 static int percpu_add(struct rseq *rs, long inc) {
     __asm__ __volatile__ goto(
-        ".pushsection __rseq_cs, \"aw\"\n\t"
-        ".balign 32\n\t"
-        "3: .long 0, 0\n\t"
-        ".quad 1f, 2f - 1f, 4f\n\t"
-        ".popsection\n\t"
-        ".pushsection __rseq_cs_ptr_array, \"aw\"\n\t"
-        ".quad 3b\n\t"
-        ".popsection\n\t"
-        "leaq 3b(%%rip), %%rax\n\t"
-        "movq %%rax, 8(%[rs])\n\t"
+        RSEQ_TEST_DESCRIPTOR
+        RSEQ_TEST_ARM
         "1:\n\t"
         "movl 4(%[rs]), %%eax\n\t"             /* cpu_id */
         "movq (%[base], %%rax, 8), %%rcx\n\t"
         "addq %[inc], %%rcx\n\t"
         "movq %%rcx, (%[base], %%rax, 8)\n\t"  /* commit */
         "2:\n\t"
-        ".pushsection .text.rseq_abort, \"ax\"\n\t"
-        ".byte 0x0f, 0xb9, 0x3d\n\t"        /* ud1 <sig>(%rip), %edi */
-        ".long 0x53053053\n\t"
-        "4: jmp %l[abort]\n\t"
-        ".popsection\n\t"
+        RSEQ_TEST_ABORT
         :
         : [rs] "r"(rs), [base] "r"(counts), [inc] "r"(inc)
         : "rax", "rcx", "memory", "cc"
@@ -71,10 +55,7 @@ int main(int argc, char **argv) {
         ops = atol(argv[1]);
     if (argc > 2)
         threads = atol(argv[2]);
-    if (__rseq_size == 0) {
-        fprintf(stderr, "rseq_counter: glibc did not register rseq\n");
-        return 3;
-    }
+    require_rseq("rseq_counter");
     if (threads <= 1) {
         worker(NULL);
     } else {

@@ -4,7 +4,7 @@
  * there. The gdb test compares the state at rseq_gdb_post after a native
  * run with the state rseq-step leaves. Uses glibc's rseq registration. */
 #include <stdio.h>
-#include <sys/rseq.h>
+#include "rseq_x86.h"
 
 #define SLOTS 4096
 long slots[SLOTS]; /* per-CPU counters */
@@ -12,18 +12,10 @@ long aux[SLOTS];   /* per-CPU derived values */
 
 __attribute__((noinline)) static int update(struct rseq *rs, long inc) {
     __asm__ __volatile__ goto(
-        ".pushsection __rseq_cs, \"aw\"\n\t"
-        ".balign 32\n\t"
-        "3: .long 0, 0\n\t"
-        ".quad 1f, 2f - 1f, 4f\n\t"
-        ".popsection\n\t"
-        ".pushsection __rseq_cs_ptr_array, \"aw\"\n\t"
-        ".quad 3b\n\t"
-        ".popsection\n\t"
+        RSEQ_TEST_DESCRIPTOR
         ".globl rseq_gdb_arm\n"
         "rseq_gdb_arm:\n\t"
-        "leaq 3b(%%rip), %%rax\n\t"
-        "movq %%rax, 8(%[rs])\n\t"
+        RSEQ_TEST_ARM
         ".globl rseq_gdb_start\n"
         "rseq_gdb_start:\n"
         "1:\n\t"
@@ -44,11 +36,7 @@ __attribute__((noinline)) static int update(struct rseq *rs, long inc) {
         ".globl rseq_gdb_post\n"
         "rseq_gdb_post:\n\t"
         "nop\n\t"
-        ".pushsection .text.rseq_abort, \"ax\"\n\t"
-        ".byte 0x0f, 0xb9, 0x3d\n\t"
-        ".long 0x53053053\n\t"
-        "4: jmp %l[abort]\n\t"
-        ".popsection\n\t"
+        RSEQ_TEST_ABORT
         :
         : [rs] "r"(rs), [base] "r"(slots), [aux] "r"(aux), [inc] "r"(inc)
         : "rax", "rcx", "rdx", "memory", "cc"
@@ -59,11 +47,8 @@ abort:
 }
 
 int main(void) {
-    struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
-    if (__rseq_size == 0) {
-        fprintf(stderr, "rseq_gdb: glibc did not register rseq\n");
-        return 3;
-    }
+    require_rseq("rseq_gdb");
+    struct rseq *rs = rseq_area();
     int aborts = 0;
     for (long i = 1; i <= 3; i++)
         while (update(rs, 40 * i))

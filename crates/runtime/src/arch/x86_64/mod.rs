@@ -1,4 +1,41 @@
-//! x86_64 parts of the engine.
+//! x86_64 parts of the engine: the executor types, the abort stub and its
+//! register save layout ([`stub`]), the entry-register analysis
+//! ([`regcheck`]) and the native commit section.
+
+pub mod regcheck;
+pub mod stub;
+
+pub use stub::Frame;
+
+/// The executor's architecture type.
+pub type Isa = rseq_emu_x86_64::X86_64;
+/// The executor's register state.
+pub type State = rseq_emu_x86_64::X86State;
+
+/// The stack pointer of a register state.
+pub fn stack_pointer(s: &State) -> u64 {
+    s.gpr[rseq_emu_x86_64::reg::RSP]
+}
+
+/// The GS segment base of this thread (`arch_prctl(ARCH_GET_GS)`).
+pub fn gs_base() -> Option<u64> {
+    let mut v = 0u64;
+    // SAFETY: ARCH_GET_GS (0x1004) writes one u64 to the pointer.
+    let r = unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1004, &mut v as *mut u64) };
+    (r == 0).then_some(v)
+}
+
+/// Whether the section uses a `%gs:` memory operand (whose base the stub
+/// does not capture).
+pub fn uses_gs(p: &rseq_emu_core::Program<Isa>) -> bool {
+    use rseq_emu_x86_64::{Opnd, Seg};
+    p.insns().iter().any(|d| match &d.op {
+        Ok(op) => [op.dst, op.src, op.src2]
+            .iter()
+            .any(|o| matches!(o, Opnd::Mem { m, .. } if m.seg == Seg::Gs)),
+        Err(_) => false,
+    })
+}
 
 /// The thread pointer (`%fs:0`, the TCB's self pointer on glibc).
 #[inline]

@@ -1,0 +1,171 @@
+//! Loads and stores. Each instruction makes one memory access (a pair
+//! reads or writes both halves in one all-or-nothing access), before any
+//! register is written, so a fault changes nothing.
+
+use rseq_emu_core::{MemFault, Memory, Stop};
+
+use crate::alu::extend;
+use crate::exec::{get, set};
+use crate::op::{Addr, Kind, MemOp, PairMode, PairOp, SP};
+use crate::state::A64State;
+
+#[inline(always)]
+fn load<M: Memory + ?Sized>(m: &mut M, a: u64, size: u8) -> Result<u128, MemFault> {
+    Ok(match size {
+        0 => u128::from(m.read_u8(a)?),
+        1 => u128::from(m.read_u16(a)?),
+        2 => u128::from(m.read_u32(a)?),
+        3 => u128::from(m.read_u64(a)?),
+        _ => m.read_u128(a)?,
+    })
+}
+
+#[inline(always)]
+fn store<M: Memory + ?Sized>(m: &mut M, a: u64, size: u8, v: u128) -> Result<(), MemFault> {
+    match size {
+        0 => m.write_u8(a, v as u8),
+        1 => m.write_u16(a, v as u16),
+        2 => m.write_u32(a, v as u32),
+        3 => m.write_u64(a, v as u64),
+        _ => m.write_u128(a, v),
+    }
+}
+
+/// The checks hardware makes before the access that the memory backend
+/// cannot: SP alignment (Linux sets SCTLR_EL1.SA0) and tagged addresses.
+#[inline(always)]
+fn check(st: &A64State, rn: u8, a: u64) -> Result<(), Stop> {
+    if rn == SP && st.sp & 0xf != 0 {
+        return Err(Stop::Unsupported(
+            "sp-based access with sp not 16-byte aligned: hardware raises an SP alignment fault (SCTLR_EL1.SA0)".into(),
+        ));
+    }
+    if a >> 56 != 0 {
+        return Err(Stop::Unsupported(
+            "address with a non-zero top byte: hardware ignores the tag (TBI), the memory backend would not".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Execute a [`Kind::Mem`].
+#[inline(always)]
+pub fn single<M: Memory + ?Sized>(k: &Kind, st: &mut A64State, m: &mut M) -> Result<(), Stop> {
+    let Kind::Mem {
+        op,
+        size,
+        rt,
+        rn,
+        addr,
+        ordered,
+    } = *k
+    else {
+        return Ok(());
+    };
+    let base = get(st, rn);
+    let (a, wb) = match addr {
+        Addr::Offset(i) => (base.wrapping_add(i as u64), None),
+        Addr::Pre(i) => {
+            let a = base.wrapping_add(i as u64);
+            (a, Some(a))
+        }
+        Addr::Post(i) => (base, Some(base.wrapping_add(i as u64))),
+        Addr::Reg { rm, ext, shift } => (base.wrapping_add(extend(get(st, rm), ext, shift)), None),
+        Addr::Literal(t) => (t, None),
+    };
+    if !matches!(addr, Addr::Literal(_)) {
+        check(st, rn, a)?;
+    } else {
+        check(st, 0, a)?;
+    }
+    if ordered && a & ((1u64 << size) - 1) != 0 {
+        return Err(Stop::Unsupported(
+            "unaligned load-acquire/store-release: hardware raises an alignment fault".into(),
+        ));
+    }
+    match op {
+        MemOp::Store => store(m, a, size, u128::from(get(st, rt)))?,
+        MemOp::StoreV => store(m, a, size, st.v[rt as usize])?,
+        MemOp::Load => {
+            let v = load(m, a, size)? as u64;
+            set(st, rt, v);
+        }
+        MemOp::LoadSigned32 => {
+            let v = load(m, a, size)? as u64;
+            let sh = 64 - (8u32 << size);
+            let v = (((v << sh) as i64) >> sh) as u64 & 0xffff_ffff;
+            set(st, rt, v);
+        }
+        MemOp::LoadSigned64 => {
+            let v = load(m, a, size)? as u64;
+            let sh = 64 - (8u32 << size);
+            set(st, rt, (((v << sh) as i64) >> sh) as u64);
+        }
+        MemOp::LoadV => st.v[rt as usize] = load(m, a, size)?,
+    }
+    if let Some(w) = wb {
+        set(st, rn, w);
+    }
+    Ok(())
+}
+
+/// Execute a [`Kind::Pair`].
+#[inline(always)]
+pub fn pair<M: Memory + ?Sized>(k: &Kind, st: &mut A64State, m: &mut M) -> Result<(), Stop> {
+    let Kind::Pair {
+        op,
+        size,
+        rt,
+        rt2,
+        rn,
+        offset,
+        mode,
+    } = *k
+    else {
+        return Ok(());
+    };
+    let base = get(st, rn);
+    let moved = base.wrapping_add(offset as u64);
+    let a = if mode == PairMode::Post { base } else { moved };
+    check(st, rn, a)?;
+    let n = 1usize << size;
+    let mut buf = [0u8; 32];
+    match op {
+        PairOp::Store => {
+            buf[..8].copy_from_slice(&get(st, rt).to_le_bytes());
+            buf[n..n + 8].copy_from_slice(&get(st, rt2).to_le_bytes());
+            m.write(a, &buf[..2 * n])?;
+        }
+        PairOp::StoreV => {
+            buf[..16].copy_from_slice(&st.v[rt as usize].to_le_bytes());
+            buf[n..n + 16].copy_from_slice(&st.v[rt2 as usize].to_le_bytes());
+            m.write(a, &buf[..2 * n])?;
+        }
+        PairOp::Load | PairOp::LoadSw | PairOp::LoadV => {
+            m.read(a, &mut buf[..2 * n])?;
+            let mut lo = [0u8; 16];
+            let mut hi = [0u8; 16];
+            lo[..n].copy_from_slice(&buf[..n]);
+            hi[..n].copy_from_slice(&buf[n..2 * n]);
+            let (lo, hi) = (u128::from_le_bytes(lo), u128::from_le_bytes(hi));
+            match op {
+                PairOp::LoadV => {
+                    st.v[rt as usize] = lo;
+                    st.v[rt2 as usize] = hi;
+                }
+                PairOp::LoadSw => {
+                    set(st, rt, lo as u32 as i32 as i64 as u64);
+                    set(st, rt2, hi as u32 as i32 as i64 as u64);
+                }
+                _ => {
+                    set(st, rt, lo as u64);
+                    set(st, rt2, hi as u64);
+                }
+            }
+        }
+    }
+    if mode != PairMode::Offset {
+        set(st, rn, moved);
+    }
+    Ok(())
+}
