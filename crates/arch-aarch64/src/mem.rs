@@ -32,20 +32,27 @@ fn store<M: Memory + ?Sized>(m: &mut M, a: u64, size: u8, v: u128) -> Result<(),
 }
 
 /// The checks hardware makes before the access that the memory backend
-/// cannot: SP alignment (Linux sets SCTLR_EL1.SA0) and tagged addresses.
+/// cannot (SP alignment: Linux sets SCTLR_EL1.SA0), and the address the
+/// access really uses: Linux runs EL0 with TCR_EL1.TBI0 = 1, so for an
+/// address with bit 55 clear the top byte is ignored (a tag). An address
+/// with bit 55 set and a non-zero top byte depends on TBI1 (a kernel
+/// configuration choice) and is refused.
 #[inline(always)]
-fn check(st: &A64State, rn: u8, a: u64) -> Result<(), Stop> {
+fn check(st: &A64State, rn: u8, a: u64) -> Result<u64, Stop> {
     if rn == SP && st.sp & 0xf != 0 {
         return Err(Stop::Unsupported(
             "sp-based access with sp not 16-byte aligned: hardware raises an SP alignment fault (SCTLR_EL1.SA0)".into(),
         ));
     }
-    if a >> 56 != 0 {
-        return Err(Stop::Unsupported(
-            "address with a non-zero top byte: hardware ignores the tag (TBI), the memory backend would not".into(),
-        ));
+    if a >> 56 == 0 {
+        Ok(a)
+    } else if a >> 55 & 1 == 0 {
+        Ok(a & 0x00ff_ffff_ffff_ffff)
+    } else {
+        Err(Stop::Unsupported(
+            "address with bit 55 set and a non-zero top byte: whether the tag is ignored depends on TCR_EL1.TBI1".into(),
+        ))
     }
-    Ok(())
 }
 
 /// Execute a [`Kind::Mem`].
@@ -73,11 +80,7 @@ pub fn single<M: Memory + ?Sized>(k: &Kind, st: &mut A64State, m: &mut M) -> Res
         Addr::Reg { rm, ext, shift } => (base.wrapping_add(extend(get(st, rm), ext, shift)), None),
         Addr::Literal(t) => (t, None),
     };
-    if !matches!(addr, Addr::Literal(_)) {
-        check(st, rn, a)?;
-    } else {
-        check(st, 0, a)?;
-    }
+    let a = check(st, if let Addr::Literal(_) = addr { 0 } else { rn }, a)?;
     if ordered && a & ((1u64 << size) - 1) != 0 {
         return Err(Stop::Unsupported(
             "unaligned load-acquire/store-release: hardware raises an alignment fault".into(),
@@ -126,8 +129,7 @@ pub fn pair<M: Memory + ?Sized>(k: &Kind, st: &mut A64State, m: &mut M) -> Resul
     };
     let base = get(st, rn);
     let moved = base.wrapping_add(offset as u64);
-    let a = if mode == PairMode::Post { base } else { moved };
-    check(st, rn, a)?;
+    let a = check(st, rn, if mode == PairMode::Post { base } else { moved })?;
     let n = 1usize << size;
     let mut buf = [0u8; 32];
     match op {

@@ -739,3 +739,29 @@ fn op_stays_compact() {
     // The cached form is copied around the run loop: keep it small.
     assert!(std::mem::size_of::<crate::Op>() <= 40);
 }
+
+#[test]
+fn tagged_addresses() {
+    let mut m = mem();
+    let mut s = st();
+    // ldr x0, [x1], #-16 with a tag in the top byte: the access ignores the
+    // tag (TBI0), the written-back base keeps it.
+    s.x[1] = 0x5a00_0000_0000_0000 | (DATA + 0x10);
+    run(0xf85f_0420, &mut s, &mut m).unwrap();
+    assert_eq!(s.x[0], 0x1716_1514_1312_1110);
+    assert_eq!(s.x[1], 0x5a00_0000_0000_0000 | DATA);
+    // stp through a tagged pointer.
+    s.x[0] = 1;
+    s.x[1] = 2;
+    s.x[2] = 0x0100_0000_0000_0000 | (DATA + 0x20);
+    run(0xa900_0440, &mut s, &mut m).unwrap(); // stp x0, x1, [x2]
+    assert_eq!(m.read_u128(DATA + 0x20).unwrap(), 2u128 << 64 | 1);
+    // Bit 55 set with a non-zero top byte: refused.
+    s.x[1] = 0xff80_0000_0000_1000;
+    let before = s;
+    assert!(matches!(
+        run(0xf940_0420, &mut s, &mut m),
+        Err(Stop::Unsupported(_))
+    ));
+    assert_eq!(s, before);
+}
