@@ -58,6 +58,9 @@ fn no(reason: &str) -> Decoded {
 
 const UNALLOCATED: &str = "unallocated or reserved encoding";
 
+const MISALIGNED: &str =
+    "instruction address not a multiple of 4: hardware raises a PC alignment fault";
+
 /// Decode a raw instruction word at `pc` into a [`Kind`], or the reason it
 /// is not emulated.
 pub fn decode_word(w: u32, pc: u64) -> Decoded {
@@ -781,6 +784,9 @@ impl Aarch64 {
     /// assert!(Aarch64::decode_op(0xc802_7c01, 0x1000).is_err());
     /// ```
     pub fn decode_op(word: u32, pc: u64) -> Result<Op, String> {
+        if pc & 3 != 0 {
+            return Err(MISALIGNED.into());
+        }
         let kind = decode_word(word, pc)?;
         if !yaxpeax_accepts(word) {
             return Err(
@@ -836,11 +842,16 @@ impl Arch for Aarch64 {
                 flow: Flow::default(),
             };
         };
+        let op = if ip & 3 != 0 {
+            Err(MISALIGNED.into())
+        } else {
+            decode_word(word, ip).map(|kind| Op { word, pc: ip, kind })
+        };
         DecodedInsn {
             ip,
             len: 4,
             text: insn.to_string(),
-            op: decode_word(word, ip).map(|kind| Op { word, pc: ip, kind }),
+            op,
             flow: flow(word, ip),
         }
     }

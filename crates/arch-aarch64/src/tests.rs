@@ -765,3 +765,11 @@ fn tagged_addresses() {
     ));
     assert_eq!(s, before);
 }
+
+#[test]
+fn misaligned_pc_is_refused() {
+    // add x0, x1, #1 at an address that is not a multiple of 4.
+    let d = Aarch64::decode(&0x9100_0420u32.to_le_bytes(), PC + 2);
+    assert!(d.op.unwrap_err().contains("PC alignment"));
+    assert!(Aarch64::decode_op(0x9100_0420, PC + 1).is_err());
+}
