@@ -110,6 +110,8 @@ pub fn single<M: Memory + ?Sized>(k: &Kind, st: &mut A64State, m: &mut M) -> Res
         Access::LoadSB64 => set(st, rt, m.read_u8(a)? as i8 as i64 as u64),
         Access::LoadSH64 => set(st, rt, m.read_u16(a)? as i16 as i64 as u64),
         Access::LoadSW64 => set(st, rt, m.read_u32(a)? as i32 as i64 as u64),
+        Access::StoreQ => m.write_u128(a, st.v[r])?,
+        Access::LoadQ => st.v[r] = m.read_u128(a)?,
         Access::StoreV => store(m, a, size, st.v[r])?,
         Access::LoadV => st.v[r] = load(m, a, size)?,
     }

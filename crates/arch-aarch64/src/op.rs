@@ -214,10 +214,14 @@ pub enum Access {
     LoadSH64,
     /// `ldrsw`.
     LoadSW64,
-    /// `str b/h/s/d/q` (size in the instruction).
+    /// `str b/h/s/d` (size in the instruction).
     StoreV,
-    /// `ldr b/h/s/d/q`.
+    /// `ldr b/h/s/d`.
     LoadV,
+    /// `str q`.
+    StoreQ,
+    /// `ldr q`.
+    LoadQ,
 }
 
 impl Access {
@@ -237,6 +241,8 @@ impl Access {
             (MemOp::LoadSigned64, 0) => Access::LoadSB64,
             (MemOp::LoadSigned64, 1) => Access::LoadSH64,
             (MemOp::LoadSigned64, _) => Access::LoadSW64,
+            (MemOp::StoreV, 4) => Access::StoreQ,
+            (MemOp::LoadV, 4) => Access::LoadQ,
             (MemOp::StoreV, _) => Access::StoreV,
             (MemOp::LoadV, _) => Access::LoadV,
         }
