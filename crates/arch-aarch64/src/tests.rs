@@ -773,3 +773,36 @@ fn misaligned_pc_is_refused() {
     assert!(d.op.unwrap_err().contains("PC alignment"));
     assert!(Aarch64::decode_op(0x9100_0420, PC + 1).is_err());
 }
+
+#[test]
+fn control_flow_for_the_scanner() {
+    let flow = |w: u32| Aarch64::decode(&w.to_le_bytes(), PC).flow;
+    let f = flow(0x1400_0040); // b .+0x100
+    assert_eq!(
+        (f.falls_through, f.targets.clone(), f.indirect),
+        (false, vec![PC + 0x100], false)
+    );
+    let f = flow(0x9400_0040); // bl .+0x100
+    assert_eq!(
+        (f.falls_through, f.targets.clone()),
+        (true, vec![PC + 0x100])
+    );
+    assert_eq!(flow(0x5400_0040).targets, vec![PC + 8]); // b.eq .+8
+    assert!(flow(0x5400_0040).falls_through);
+    assert_eq!(flow(0x3400_0041).targets, vec![PC + 8]); // cbz w1
+    assert_eq!(flow(0xb6f8_0041).targets, vec![PC + 8]); // tbz x1, #63
+    let f = flow(0x17ff_ffff); // b .-4
+    assert_eq!(f.targets, vec![PC - 4]);
+    for w in [0xd61f_0020u32, 0xd65f_03c0] {
+        // br x1, ret
+        let f = flow(w);
+        assert!(f.indirect && !f.falls_through && f.targets.is_empty());
+    }
+    assert!(flow(0xd63f_03c0).falls_through); // blr
+    for w in [0xd420_0000u32, 0xd440_0000, 0x0000_0000, 0xd428_bc00] {
+        // brk, hlt, udf, the rseq signature (brk #0x45e0)
+        assert!(!flow(w).falls_through, "{w:08x}");
+    }
+    assert!(flow(0xd400_0001).falls_through); // svc returns
+    assert!(flow(0x9100_0420).falls_through); // add
+}
