@@ -29,7 +29,7 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use rseq_emu_core::{MemFault, Memory, Outcome, Program, SparseMemory};
+use rseq_emu_core::{Arch, MemFault, Memory, Outcome, Program, SparseMemory};
 
 use crate::{A64State, Aarch64};
 
@@ -454,6 +454,33 @@ struct Emulated {
     steps: u64,
 }
 
+/// `case` with every word of `[start, end)` that the decoder refuses
+/// replaced by [`EXIT_BRK`], for the executor and qemu alike. qemu
+/// translates a whole block ahead of executing it, and some encodings abort
+/// qemu itself at translation time (seen: an FP16 SIMD two-register word,
+/// `disas_simd_two_reg_misc_fp16: code should not be reached`, after a
+/// faulting load the executor stopped at). A refused word is never
+/// compared anyway: reaching it (now a `brk`) is still `Unsupported`.
+fn mask_refused(case: &Case, start: u64, end: u64) -> Case {
+    let mut out = case.clone();
+    let Some(code) = out
+        .regions
+        .iter_mut()
+        .find(|r| r.exec && start >= r.addr && end <= r.addr + r.bytes.len() as u64)
+    else {
+        return out;
+    };
+    let mut pc = start;
+    while pc + 4 <= end {
+        let at = (pc - code.addr) as usize;
+        if Aarch64::decode(&code.bytes[at..at + 4], pc).op.is_err() {
+            code.bytes[at..at + 4].copy_from_slice(&EXIT_BRK.to_le_bytes());
+        }
+        pc += 4;
+    }
+    out
+}
+
 fn emulate(case: &Case, start: u64, end: u64) -> Result<Result<Emulated, Verdict>, String> {
     let code = case
         .regions
@@ -510,6 +537,7 @@ pub fn check_batch(
     let mut emu = Vec::with_capacity(items.len());
     let mut to_run = Vec::new();
     for &(case, start, end) in items {
+        let case = &mask_refused(case, start, end);
         let e = emulate(case, start, end);
         if let Ok(Ok(_)) = &e {
             let mut q = case.clone();
