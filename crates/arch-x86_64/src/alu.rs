@@ -14,7 +14,7 @@ use crate::state::X86State;
 #[inline]
 pub fn binary<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let s = op.size;
-    let d = dest(&op.dst, st);
+    let d = dest(&op.dst, st)?;
     let a = read_dest(d, st, mem)?;
     let b = read(&op.src, st, mem)? & mask(s);
     let cf = st.rflags & CF;
@@ -47,7 +47,7 @@ pub fn binary<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Re
 #[inline]
 pub fn unary<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let s = op.size;
-    let d = dest(&op.dst, st);
+    let d = dest(&op.dst, st)?;
     let a = read_dest(d, st, mem)?;
     let (res, f, which) = match op.kind {
         Kind::Inc => {
@@ -82,7 +82,7 @@ pub fn imul<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Resu
     let full = i128::from(sext(a, s)) * i128::from(sext(b, s));
     let res = full as u64 & mask(s);
     let fits = i128::from(sext(res, s)) == full;
-    let d = dest(&op.dst, st);
+    let d = dest(&op.dst, st)?;
     write_dest(d, st, mem, res)?;
     // This CPU computes SF ZF PF from the result and clears AF; those flags
     // are architecturally undefined, so only CF and OF are promised.

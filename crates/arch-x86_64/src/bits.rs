@@ -6,7 +6,7 @@ use rseq_emu_core::{Memory, Stop};
 
 use crate::decode::{Kind, Op, Opnd};
 use crate::eflags::{mask, merge, msb, sext, szp};
-use crate::exec::{dest, ea, read, read_dest, write_dest, Dest};
+use crate::exec::{dest, ea_noseg, linear, read, read_dest, write_dest, Dest};
 use crate::flags::{CF, OF, STATUS};
 use crate::state::X86State;
 
@@ -25,7 +25,7 @@ pub fn count_mask(size: u8) -> u64 {
 pub fn shift<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let s = op.size;
     let bits = u64::from(s) * 8;
-    let d = dest(&op.dst, st);
+    let d = dest(&op.dst, st)?;
     let count = read(&op.src, st, mem)? & count_mask(s);
     let a = read_dest(d, st, mem)?;
     if count == 0 {
@@ -104,10 +104,11 @@ pub fn bt<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result
             // operand-sized word relative to the effective address.
             let o = sext(off, s);
             let word = o >> bits.trailing_zeros();
-            let addr = ea(&m, st).wrapping_add((word as u64).wrapping_mul(u64::from(s)));
+            let off = ea_noseg(&m, st).wrapping_add((word as u64).wrapping_mul(u64::from(s)));
+            let addr = linear(m.seg, off, st)?;
             Dest::Mem(addr, size)
         }
-        _ => dest(&op.dst, st),
+        _ => dest(&op.dst, st)?,
     };
     let bit = off & (bits - 1);
     let a = read_dest(d, st, mem)?;

@@ -8,7 +8,7 @@
 //! through whichever path decoding picks); everything not covered here
 //! (high-byte registers, shifts, bit tests, stack, …) stays `Generic`.
 
-use rseq_emu_core::{MemFault, Memory};
+use rseq_emu_core::{Memory, Stop};
 
 use crate::decode::{Kind, MemRef, Op, Opnd};
 use crate::eflags::{mask, parity, sext};
@@ -359,7 +359,7 @@ pub fn execute<M: Memory + ?Sized>(
     op: &Op,
     st: &mut X86State,
     mem: &mut M,
-) -> Result<(), MemFault> {
+) -> Result<(), Stop> {
     let mut next = op.next_ip;
     match *f {
         Fast::Generic | Fast::Nop => {}
@@ -375,14 +375,14 @@ pub fn execute<M: Memory + ?Sized>(
         }
         Fast::MovRI { d, v, w } => put(st, d, v, w),
         Fast::Load { d, m, size, ext, w } => {
-            let mut v = load(mem, ea(&m, st), size)?;
+            let mut v = load(mem, ea(&m, st)?, size)?;
             if ext == Ext::Sign {
                 v = sext(v, size) as u64;
             }
             put(st, d, v, w);
         }
-        Fast::Store { s, m, size } => store(mem, ea(&m, st), size, st.gpr[s as usize])?,
-        Fast::StoreI { v, m, size } => store(mem, ea(&m, st), size, v)?,
+        Fast::Store { s, m, size } => store(mem, ea(&m, st)?, size, st.gpr[s as usize])?,
+        Fast::StoreI { v, m, size } => store(mem, ea(&m, st)?, size, v)?,
         Fast::Lea { d, m, w } => {
             let a = ea_noseg(&m, st);
             put(st, d, a, w);
@@ -405,7 +405,7 @@ pub fn execute<M: Memory + ?Sized>(
             set_status(st, f);
         }
         Fast::AluRM { op, d, m, w } => {
-            let b = load(mem, ea(&m, st), w.size)?;
+            let b = load(mem, ea(&m, st)?, w.size)?;
             let a = st.gpr[d as usize] & w.mask;
             let (r, f) = alu(op, a, b, st.rflags, w);
             if op.writes() {
@@ -414,7 +414,7 @@ pub fn execute<M: Memory + ?Sized>(
             set_status(st, f);
         }
         Fast::AluMR { op, m, s, w } => {
-            let addr = ea(&m, st);
+            let addr = ea(&m, st)?;
             let a = load(mem, addr, w.size)?;
             let b = st.gpr[s as usize] & w.mask;
             let (r, f) = alu(op, a, b, st.rflags, w);
@@ -424,7 +424,7 @@ pub fn execute<M: Memory + ?Sized>(
             set_status(st, f);
         }
         Fast::AluMI { op, m, v, w } => {
-            let addr = ea(&m, st);
+            let addr = ea(&m, st)?;
             let a = load(mem, addr, w.size)?;
             let (r, f) = alu(op, a, v, st.rflags, w);
             if op.writes() {
@@ -438,7 +438,7 @@ pub fn execute<M: Memory + ?Sized>(
             st.rflags = (st.rflags & (!STATUS | CF)) | f;
         }
         Fast::IncDecM { dec, m, w } => {
-            let addr = ea(&m, st);
+            let addr = ea(&m, st)?;
             let a = load(mem, addr, w.size)?;
             let (r, f) = inc_dec(a, dec, w);
             store(mem, addr, w.size, r)?;

@@ -469,7 +469,7 @@ pub fn state_for(rng: &mut Rng, n: &Native, code: Vec<u8>) -> Case {
             if matches!(op.kind, Kind::JmpInd | Kind::CallInd) {
                 // The address may be anywhere (`jmp *0xffffffffffffffff`):
                 // compare offsets, never `a + 8`, which can wrap.
-                let a = crate::exec::ea(&m, &st);
+                let a = crate::exec::ea(&m, &st).unwrap_or(0);
                 let o = a.wrapping_sub(sa);
                 if a >= sa && o <= SCRATCH_LEN as u64 - 8 {
                     let o = o as usize;

@@ -12,7 +12,7 @@ use crate::state::X86State;
 #[inline]
 pub fn mov<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let v = read(&op.src, st, mem)?;
-    let d = dest(&op.dst, st);
+    let d = dest(&op.dst, st)?;
     write_dest(d, st, mem, v & mask(op.size))?;
     Ok(())
 }
@@ -28,7 +28,7 @@ fn src_size(o: &Opnd) -> u8 {
 #[inline]
 pub fn movzx<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let v = read(&op.src, st, mem)?;
-    let d = dest(&op.dst, st);
+    let d = dest(&op.dst, st)?;
     write_dest(d, st, mem, v)?;
     Ok(())
 }
@@ -38,7 +38,7 @@ pub fn movzx<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Res
 pub fn movsx<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let v = read(&op.src, st, mem)?;
     let v = sext(v, src_size(&op.src)) as u64 & mask(op.size);
-    let d = dest(&op.dst, st);
+    let d = dest(&op.dst, st)?;
     write_dest(d, st, mem, v)?;
     Ok(())
 }
@@ -106,7 +106,7 @@ pub fn cmov<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Resu
 #[inline]
 pub fn set<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Result<(), Stop> {
     let v = u64::from(cond(op.cond, st.rflags));
-    let d = dest(&op.dst, st);
+    let d = dest(&op.dst, st)?;
     write_dest(d, st, mem, v)?;
     Ok(())
 }

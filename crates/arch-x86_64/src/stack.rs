@@ -29,7 +29,7 @@ pub fn pop<M: Memory + ?Sized>(op: &Op, st: &mut X86State, mem: &mut M) -> Resul
     let v = mem.read_sized(sp, n as usize)?;
     let mut after = *st;
     after.gpr[RSP] = sp.wrapping_add(n);
-    let d = dest(&op.dst, &after);
+    let d = dest(&op.dst, &after)?;
     write_dest(d, &mut after, mem, v)?;
     *st = after;
     Ok(())

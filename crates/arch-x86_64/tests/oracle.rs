@@ -157,6 +157,36 @@ fn fuzz_oracle_regressions() {
     }
 }
 
+/// `x86_oracle` (seeds 2 and 3) killed the process natively with
+/// `movabs %al,%fs:0xe3000000a2a2` and `movabs %al,%fs:0xa2a2a2649f00`:
+/// the state generator picks fs_base so that base + offset wraps into
+/// scratch, and this CPU faults on a non-canonical FS/GS offset even then.
+/// The executor now refuses such accesses (if it did not, these cases
+/// would run natively and crash this test process).
+#[test]
+fn fuzz_oracle_non_canonical_fs_offset() {
+    let cases: &[&[u8]] = &[
+        &[
+            0x00, 0x00, 0xfa, 0x9f, 0x00, 0x00, 0x00, 0x9f, 0x64, 0xa2, 0xa2, 0xa2, 0x00, 0x00,
+            0x00, 0xe3, 0x00, 0x00,
+        ],
+        &[
+            0x00, 0x00, 0xfa, 0x9f, 0x00, 0x00, 0x00, 0x9f, 0x64, 0xa2, 0x00, 0x9f, 0x64, 0xa2,
+            0xa2, 0xa2, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa2, 0xa2, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00,
+        ],
+    ];
+    let mut native = Native::new().expect("native oracle available");
+    for c in cases {
+        rseq_emu_x86_64::oracle::fuzz_oracle(c);
+        let mut code: Vec<u8> = c[8..].iter().copied().take(15).collect();
+        code.truncate(10);
+        let seed = u64::from_le_bytes(c[..8].try_into().unwrap());
+        let case = state_for(&mut Rng(seed), &native, code);
+        assert_eq!(check(&mut native, &case), Ok(Verdict::Skipped));
+    }
+}
+
 /// The `x86_oracle` finding `jmp *0xffffffffffffffff` (fuzz seed 1): the
 /// case generator computed `address + 8` for the memory-indirect target
 /// and overflowed (a panic, which libFuzzer reports as a deadly signal).

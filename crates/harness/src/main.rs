@@ -6,6 +6,7 @@ use std::process::ExitCode;
 mod bench;
 mod fixture;
 mod gdbserve;
+mod livelock;
 mod record;
 mod replay;
 mod scan;
@@ -28,8 +29,10 @@ enum Cmd {
     Singlestep(singlestep::Args),
     /// Serve a debugger (the gdb extension) over stdio: emulate the current critical section.
     GdbServe(gdbserve::Args),
-    /// Per-CPU counters and lists through the engine under a signal storm.
+    /// Per-CPU counters and lists: native, auto and always-emulated threads under a signal storm.
     Stress(stress::Args),
+    /// A long critical section under a timer-signal storm, with and without the engine.
+    Livelock(livelock::Args),
     /// Native sequence vs syscall vs engine, side by side.
     Bench(bench::Args),
     /// Replay fixtures through the emulator and compare with the recorded machine.
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Cmd::Singlestep(a) => singlestep::run(a),
         Cmd::GdbServe(a) => gdbserve::run(a),
         Cmd::Stress(a) => stress::run(a),
+        Cmd::Livelock(a) => livelock::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Replay(a) => replay::run(a),
         Cmd::Record(a) => record::run(a),

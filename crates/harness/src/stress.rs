@@ -15,12 +15,11 @@
 //! At the end: the counters are exact (per mode, see [`WEIGHTS`]) and every
 //! list node is found exactly once, in a list or in a thread's pool.
 
-use rseq_emu_core::arch::{Outcome, Program};
 use rseq_emu_core::RseqCs;
-use rseq_emu_runtime::engine::{complete, Completion};
-use rseq_emu_runtime::policy::{self, AbortCounter};
-use rseq_emu_runtime::registration;
-use rseq_emu_x86_64::{reg, X86State, X86_64};
+use rseq_emu_runtime::engine::{self, Answer, Why};
+use rseq_emu_runtime::section::{self, Section};
+use rseq_emu_runtime::{abort, policy, registration, rseq_emu_asm_define_abort};
+use rseq_emu_x86_64::{reg, X86State};
 use std::error::Error;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,9 +53,6 @@ pub struct Args {
 /// Return value of a native sequence whose abort handler ran.
 pub(crate) const RET_ABORT: u64 = 1;
 
-/// Instruction budget of one emulated run.
-const BUDGET: u64 = 10_000_000;
-
 /// How a sequence run (native or emulated) left the critical section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Exit {
@@ -68,75 +64,64 @@ pub(crate) enum Exit {
     Abort,
 }
 
-/// A native sequence: its descriptor (read from the `__rseq_cs` entry the
-/// assembler emitted) and its code decoded once for the executor.
+/// A native sequence as the engine knows it: its descriptor (the
+/// `__rseq_cs` entry the assembler emitted), validated, decoded and
+/// analysed by the runtime (`section::lookup`, cached).
 pub(crate) struct Seq {
     /// The descriptor the kernel sees.
     pub(crate) cs: RseqCs,
-    program: Program<X86_64>,
+    section: Arc<Section>,
 }
 
 impl Seq {
-    /// Decode the sequence described by `cs`, a descriptor of this binary.
+    /// The section of the descriptor at `desc` (no abort teardown).
     ///
     /// # Safety
-    /// `cs` must point at a descriptor whose `[start_ip, post_commit_ip)`
-    /// is mapped code of this process.
-    pub(crate) unsafe fn from_descriptor(cs: *const u8) -> Result<Seq, String> {
-        // SAFETY: the caller's contract: 32 readable bytes.
-        let cs = RseqCs::from_bytes(unsafe { &*(cs as *const [u8; 32]) });
-        let post = cs.post_commit_ip().ok_or("descriptor overflows")?;
-        // SAFETY: the caller's contract: the section is mapped code.
-        let code = unsafe {
-            std::slice::from_raw_parts(cs.start_ip as *const u8, cs.post_commit_offset as usize)
-        };
-        let program = Program::<X86_64>::decode(code, cs.start_ip, cs.start_ip, post)
-            .map_err(|e| e.to_string())?;
-        if !program.is_emulable() {
-            return Err(format!(
-                "sequence at {:#x} is not emulable: {:?}",
-                cs.start_ip,
-                program
-                    .unsupported()
-                    .iter()
-                    .map(|d| d.text.clone())
-                    .collect::<Vec<_>>()
-            ));
-        }
-        Ok(Seq { cs, program })
+    /// `desc` points at 32 readable bytes.
+    pub(crate) unsafe fn from_descriptor(desc: *const u8) -> Result<Seq, String> {
+        // The descriptor's abort_ip is where the (empty) teardown starts.
+        // SAFETY: the caller's contract.
+        let cs = RseqCs::from_bytes(unsafe { &*(desc as *const [u8; 32]) });
+        let section = section::lookup(desc as u64, (cs.abort_ip, cs.abort_ip))
+            .map_err(|e| format!("sequence at {:#x}: {e}", cs.start_ip))?;
+        Ok(Seq { cs, section })
     }
 
-    /// Complete the sequence through the engine for `cpu`: emulate the
-    /// section's own instructions from the entry registers `regs` against
-    /// the engine's logged view of this process, commit natively on `cpu`
-    /// (migrating there if needed). The exit is classified as a native run
-    /// would be.
-    ///
-    /// This is the harness's own abort path (the runtime's abort-handler
-    /// stub does the same from saved registers).
-    pub(crate) fn emulate(
-        &self,
-        cpu: u32,
-        regs: &[(usize, u64)],
-    ) -> Result<Completion<Exit>, rseq_emu_runtime::commit::CommitError> {
-        let post = self.program.post_commit_ip();
-        complete(cpu, |m| {
-            let mut s = X86State {
-                rip: self.cs.start_ip,
-                rflags: rseq_emu_x86_64::flags::RESERVED1,
-                ..X86State::default()
-            };
-            for &(r, v) in regs {
-                s.gpr[r] = v;
+    /// Complete the sequence through the engine (the `always` mode): the
+    /// runtime emulates the section's own instructions from the entry
+    /// registers `regs` against its logged view of this process and
+    /// commits natively on the CPU the thread runs on. The exit is
+    /// classified as a native run would be; `None` = the engine answered
+    /// native retry for another reason than the sequence's own abort.
+    pub(crate) fn emulate(&self, regs: &[(usize, u64)]) -> Option<(Exit, u32)> {
+        let probe = 0u8;
+        let mut st = X86State {
+            rip: self.cs.start_ip,
+            rflags: rseq_emu_x86_64::flags::RESERVED1,
+            fs_base: rseq_emu_runtime::arch::thread_pointer() as u64,
+            ..X86State::default()
+        };
+        // A stack pointer in this frame (the sections never use the stack).
+        st.gpr[reg::RSP] = std::hint::black_box(&probe) as *const u8 as u64 & !15;
+        for &(r, v) in regs {
+            st.gpr[r] = v;
+        }
+        match engine::emulate_section(&self.section, &st) {
+            Answer::Resume { ip, state, rounds } => {
+                let rax = state.gpr[reg::RAX];
+                let post = self.cs.post_commit_ip().unwrap_or(0);
+                Some((
+                    if ip == post {
+                        Exit::Post(rax)
+                    } else {
+                        Exit::Other(rax)
+                    },
+                    rounds,
+                ))
             }
-            let r = self.program.run(&mut s, m, BUDGET);
-            match r.outcome {
-                Outcome::Committed => Some(Exit::Post(s.gpr[reg::RAX])),
-                Outcome::Exited { ip } if ip == self.cs.abort_ip => Some(Exit::Abort),
-                Outcome::Exited { ip } if ip != post => Some(Exit::Other(s.gpr[reg::RAX])),
-                _ => None,
-            }
-        })
+            Answer::Retry(Why::SequenceAbort) => Some((Exit::Abort, 1)),
+            Answer::Retry(_) => None,
+        }
     }
 }
 
@@ -235,7 +220,7 @@ rseq_emu_stress_pop_abort:
 
 extern "C" {
     fn rseq_emu_stress_addv(area: *mut u8, cpu: u32, v: *const AtomicU64, count: u64) -> u64;
-    fn rseq_emu_stress_push(
+    pub(crate) fn rseq_emu_stress_push(
         area: *mut u8,
         cpu: u32,
         head: *const AtomicU64,
@@ -248,13 +233,16 @@ extern "C" {
     static rseq_emu_stress_pop_cs: u8;
 }
 
-struct Seqs {
+/// The stress sequences as the engine knows them.
+pub(crate) struct Seqs {
     addv: Seq,
-    push: Seq,
+    /// The compare-and-store (also the bench's sequence).
+    pub(crate) push: Seq,
     pop: Seq,
 }
 
-fn seqs() -> Result<&'static Seqs, String> {
+/// The stress sequences, looked up once.
+pub(crate) fn seqs() -> Result<&'static Seqs, String> {
     static S: OnceLock<Result<Seqs, String>> = OnceLock::new();
     S.get_or_init(|| {
         // SAFETY: the three descriptors are emitted above and describe code
@@ -364,20 +352,152 @@ struct Node {
 
 const NODES_PER_THREAD: usize = 64;
 
+// The same three sequences as inline `asm!` whose abort handler is the
+// runtime's `rseq_emu_asm_define_abort!` (the `auto` threads): on an abort
+// the stub asks the engine, which either resumes at the exit the emulation
+// reached (post_commit_ip, or the push's failure / the pop's empty exit)
+// with the emulated registers, or answers native retry (label 5: the
+// function returns RET_ABORT and the caller retries).
+
+/// `auto` addv: 0 or RET_ABORT.
+#[inline(never)]
+fn auto_addv(area: *mut u8, cpu: u32, v: *const AtomicU64, count: u64) -> u64 {
+    let r: u64;
+    // SAFETY: an rseq critical section on this thread's registered area;
+    // `v` is a live per-CPU counter.
+    unsafe {
+        std::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "3:",
+            ".long 0, 0",
+            ".quad 1f, 2f - 1f, 4f",
+            ".popsection",
+            "lea 3b(%rip), %rax",
+            "mov %rax, 8({area})",
+            "1:",
+            "cmp 4({area}), {cpu:e}",
+            "jne 4f",
+            "add {count}, ({v})",
+            "2:",
+            "xor {r:e}, {r:e}",
+            "jmp 6f",
+            rseq_emu_asm_define_abort!("4", "", "5f"),
+            "5:",
+            "mov $1, {r:e}",
+            "6:",
+            area = in(reg) area,
+            cpu = in(reg) cpu,
+            count = in(reg) count,
+            v = in(reg) v,
+            r = lateout(reg) r,
+            out("rax") _,
+            options(att_syntax),
+        );
+    }
+    r
+}
+
+/// `auto` push: 0, 2 (head != expect) or RET_ABORT.
+#[inline(never)]
+fn auto_push(area: *mut u8, cpu: u32, head: *const AtomicU64, expect: u64, node: u64) -> u64 {
+    let r: u64;
+    // SAFETY: as for `auto_addv`; `node` is owned by the caller until the
+    // commit publishes it.
+    unsafe {
+        std::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "3:",
+            ".long 0, 0",
+            ".quad 1f, 2f - 1f, 4f",
+            ".popsection",
+            "lea 3b(%rip), %rax",
+            "mov %rax, 8({area})",
+            "1:",
+            "cmp 4({area}), {cpu:e}",
+            "jne 4f",
+            "cmp {expect}, ({head})",
+            "jne 7f",
+            "mov {node}, ({head})",
+            "2:",
+            "xor {r:e}, {r:e}",
+            "jmp 6f",
+            "7:",
+            "mov $2, {r:e}",
+            "jmp 6f",
+            rseq_emu_asm_define_abort!("4", "", "5f"),
+            "5:",
+            "mov $1, {r:e}",
+            "6:",
+            area = in(reg) area,
+            cpu = in(reg) cpu,
+            head = in(reg) head,
+            expect = in(reg) expect,
+            node = in(reg) node,
+            r = lateout(reg) r,
+            out("rax") _,
+            options(att_syntax),
+        );
+    }
+    r
+}
+
+/// `auto` pop: the node, 0 (empty) or RET_ABORT.
+#[inline(never)]
+fn auto_pop(area: *mut u8, cpu: u32, head: *const AtomicU64) -> u64 {
+    let r: u64;
+    // SAFETY: as for `auto_addv`; the list holds only live nodes.
+    unsafe {
+        std::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "3:",
+            ".long 0, 0",
+            ".quad 1f, 2f - 1f, 4f",
+            ".popsection",
+            "lea 3b(%rip), %rax",
+            "mov %rax, 8({area})",
+            "1:",
+            "cmp 4({area}), {cpu:e}",
+            "jne 4f",
+            "mov ({head}), %rax",
+            "test %rax, %rax",
+            "jz 6f",
+            "mov (%rax), {next}",
+            "mov {next}, ({head})",
+            "2:",
+            "jmp 6f",
+            rseq_emu_asm_define_abort!("4", "", "5f"),
+            "5:",
+            "mov $1, %eax",
+            "6:",
+            area = in(reg) area,
+            cpu = in(reg) cpu,
+            head = in(reg) head,
+            next = out(reg) _,
+            out("rax") r,
+            options(att_syntax),
+        );
+    }
+    r
+}
+
 /// A worker's state.
 struct Worker {
     mode: Mode,
     area: *mut u8,
-    aborts: AbortCounter,
     stats: Stats,
-    /// Whether the last run that left the section was the engine's.
+    /// Whether the last run that left the section was the engine's
+    /// (`always` threads; the stub's completions are counted globally).
     last_emulated: bool,
 }
 
 impl Worker {
-    /// Run one sequence to a non-abort exit: natively (retry on abort), or
-    /// through the engine per the worker's mode. `native` runs the native
-    /// code for a CPU; `regs` gives the entry registers for a CPU.
+    /// Run one sequence to a non-abort exit. `native` runs the native code
+    /// for a CPU (the plain sequence for `native` threads, the one with the
+    /// engine's abort handler for `auto` threads); `always` threads
+    /// emulate `seq` from the entry registers `regs` gives.
     fn run(
         &mut self,
         seq: &Seq,
@@ -389,18 +509,15 @@ impl Worker {
             let cpu = registration::current_cpu().unwrap_or(0);
             self.stats.attempts += 1;
             if emulate {
-                match seq.emulate(cpu, &regs(self.area, cpu)) {
-                    Ok(Completion::Done { result, rounds, .. }) if result != Exit::Abort => {
+                match seq.emulate(&regs(self.area, cpu)) {
+                    Some((Exit::Abort, rounds)) => self.stats.aborts += u64::from(rounds),
+                    Some((e, rounds)) => {
                         self.stats.aborts += u64::from(rounds - 1);
                         self.last_emulated = true;
-                        self.aborts.on_success();
-                        return result;
+                        return e;
                     }
-                    Ok(Completion::Done { rounds, .. }) => {
-                        self.stats.aborts += u64::from(rounds);
-                    }
-                    _ => {
-                        // Refused or exhausted: native retry for this run.
+                    None => {
+                        // The engine answered native retry: one native run.
                         self.stats.refused += 1;
                         emulate = false;
                     }
@@ -410,18 +527,9 @@ impl Worker {
             match native(self.area, cpu) {
                 Exit::Abort => {
                     self.stats.aborts += 1;
-                    emulate = match self.mode {
-                        Mode::Native => false,
-                        Mode::Always => true,
-                        Mode::Auto => {
-                            // AbortCounter consults the global mode; the
-                            // stress sets it to auto.
-                            self.aborts.on_abort()
-                        }
-                    };
+                    emulate = self.mode == Mode::Always;
                 }
                 e => {
-                    self.aborts.on_success();
                     self.last_emulated = false;
                     return e;
                 }
@@ -431,14 +539,21 @@ impl Worker {
 
     fn addv(&mut self, s: &Seqs, slots: &[Slot], count: u64) -> Result<(), String> {
         let slot = |cpu: u32| -> *const AtomicU64 { &slots[cpu as usize].count };
+        let auto = self.mode == Mode::Auto;
         let e = self.run(
             &s.addv,
             |area, cpu| {
-                // SAFETY: `area` is this thread's registration; the slot is
-                // a live AtomicU64.
-                match unsafe { rseq_emu_stress_addv(area, cpu, slot(cpu), count) } {
-                    0 => Exit::Post(0),
-                    _ => Exit::Abort,
+                let r = if auto {
+                    auto_addv(area, cpu, slot(cpu), count)
+                } else {
+                    // SAFETY: `area` is this thread's registration; the
+                    // slot is a live AtomicU64.
+                    unsafe { rseq_emu_stress_addv(area, cpu, slot(cpu), count) }
+                };
+                if r == 0 {
+                    Exit::Post(0)
+                } else {
+                    Exit::Abort
                 }
             },
             |area, cpu| {
@@ -458,6 +573,7 @@ impl Worker {
 
     fn push(&mut self, s: &Seqs, slots: &[Slot], node: &Node) -> Result<(), String> {
         let n = node as *const Node as u64;
+        let auto = self.mode == Mode::Auto;
         loop {
             let e = self.run(
                 &s.push,
@@ -465,9 +581,14 @@ impl Worker {
                     let head = &slots[cpu as usize].head;
                     let expect = head.load(Ordering::Relaxed);
                     node.next.store(expect, Ordering::Relaxed);
-                    // SAFETY: as for addv; `node` is owned by this thread
-                    // until the commit publishes it.
-                    match unsafe { rseq_emu_stress_push(area, cpu, head, expect, n) } {
+                    let r = if auto {
+                        auto_push(area, cpu, head, expect, n)
+                    } else {
+                        // SAFETY: as for addv; `node` is owned by this
+                        // thread until the commit publishes it.
+                        unsafe { rseq_emu_stress_push(area, cpu, head, expect, n) }
+                    };
+                    match r {
                         0 => Exit::Post(0),
                         2 => Exit::Other(2),
                         _ => Exit::Abort,
@@ -495,12 +616,18 @@ impl Worker {
     }
 
     fn pop(&mut self, s: &Seqs, slots: &[Slot]) -> Result<u64, String> {
+        let auto = self.mode == Mode::Auto;
         let e = self.run(
             &s.pop,
             |area, cpu| {
                 let head = &slots[cpu as usize].head;
-                // SAFETY: as for addv.
-                match unsafe { rseq_emu_stress_pop(area, cpu, head) } {
+                let r = if auto {
+                    auto_pop(area, cpu, head)
+                } else {
+                    // SAFETY: as for addv.
+                    unsafe { rseq_emu_stress_pop(area, cpu, head) }
+                };
+                match r {
                     RET_ABORT => Exit::Abort,
                     0 => Exit::Other(0),
                     n => Exit::Post(n),
@@ -594,6 +721,7 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     let total_ops = Arc::new(AtomicU64::new(0));
     let tids = Arc::new((0..nthreads).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
     let mut handles = Vec::new();
+    let stub0 = abort::stats();
     let start = Instant::now();
     for t in 0..nthreads {
         let mode = Mode::ALL[t % 3];
@@ -611,7 +739,6 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
                 let mut w = Worker {
                     mode,
                     area: area.cast(),
-                    aborts: AbortCounter::new(),
                     stats: Stats::default(),
                     last_emulated: false,
                 };
@@ -709,6 +836,13 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    // The stub's completions (only `auto` threads use it): each was an
+    // abort too, which the worker never saw.
+    let stub = abort::stats();
+    let stub_emulated = stub.emulated - stub0.emulated;
+    let auto = &mut per_mode[Mode::Auto as usize].stats;
+    auto.aborts += stub_emulated;
+    auto.emulated += stub_emulated;
     if !errors.is_empty() {
         return Err(format!("stress workers failed: {}", errors.join("; ")).into());
     }
@@ -798,13 +932,13 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
             policy::threshold()
         );
         println!(
-            "{:<7} {:>7} {:>12} {:>10} {:>12} {:>12} {:>9} {:>6}",
+            "{:<7} {:>7} {:>12} {:>10} {:>12} {:>12} {:>10} {:>6}",
             "mode", "threads", "attempts", "aborts", "completions", "ops/s", "emulated", "lost"
         );
         for r in &per_mode {
             let s = &r.stats;
             println!(
-                "{:<7} {:>7} {:>12} {:>10} {:>12} {:>12.0} {:>8.3}% {:>6}",
+                "{:<7} {:>7} {:>12} {:>10} {:>12} {:>12.0} {:>9.4}% {:>6}",
                 r.mode.name(),
                 r.threads,
                 s.attempts,

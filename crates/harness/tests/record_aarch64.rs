@@ -136,6 +136,20 @@ fn bundled_aarch64_fixtures() {
     let j = replay(&d);
     let bad = not_ok(&j);
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+
+    // The bundled set is exactly what qemu does now with the recorder's
+    // seed-1 command (fixtures/README.md): re-record and compare.
+    let again = std::env::temp_dir().join(format!("rseq-emu-rerecord-a64-{}", std::process::id()));
+    record(&again, 1, 13);
+    let g = files(&again);
+    let _ = std::fs::remove_dir_all(&again);
+    assert_eq!(g.len(), f.len(), "re-recorded set has a different size");
+    for (name, text) in &f {
+        assert!(
+            g.get(name) == Some(text),
+            "fixtures/aarch64/{name} is not what `record --arch aarch64 --seed 1 --count 13` gives now"
+        );
+    }
 }
 
 fn rseq_emu_aarch64_has_executor() -> bool {

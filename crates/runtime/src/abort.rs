@@ -5,11 +5,26 @@
 //! Policy in `auto` mode: the engine only sees aborts (nothing is added to
 //! the native fast path, so it never sees a native success). An abort of
 //! the same descriptor by the same thread within [`ABORT_WINDOW_NS`] of the
-//! previous one counts as consecutive; the engine emulates from the
-//! [`policy::threshold`]-th consecutive abort on, and the count restarts
-//! after an emulated completion.
+//! previous one counts as consecutive (a longer quiet gap is taken as "it
+//! completed natively in between"); the engine emulates from the
+//! [`policy::threshold`]-th consecutive abort on. After an emulated
+//! completion the descriptor stays *hot* on that thread: its next abort
+//! within the window is emulated at once, because a sequence that needed
+//! the engine once (a signal storm, a section longer than the time
+//! between preemptions) needs it again, and making every operation wait
+//! for another `threshold` aborts would cap it at one completion per
+//! `threshold` × (time between native attempts). A quiet gap cools it.
+//!
+//! Signals: a section that can loop (its emulation time grows with its
+//! data) and every emulation of a hot descriptor run with all signals
+//! blocked for the whole emulate+commit, so a signal storm can neither
+//! stretch the emulation nor abort the commit. A straight-line section's
+//! first emulation keeps signals deliverable until its commit (blocking
+//! costs two system calls, more than the rest of the engine path); the
+//! commit blocks them from its second round on (see `engine`).
 
 use crate::arch::{self, Frame};
+use crate::commit::SignalsBlocked;
 use crate::engine::{self, Answer, Why};
 use crate::policy::{self, Mode};
 use crate::section::{self, Refusal};
@@ -17,8 +32,18 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Two aborts of one descriptor on one thread further apart than this are
-/// not consecutive (1 ms).
-pub const ABORT_WINDOW_NS: u64 = 1_000_000;
+/// not consecutive (100 ms). Measured: under a 10 µs timer storm a thread
+/// that keeps aborting a 16 KiB copy gets one native attempt every 2–20 ms
+/// on this loaded machine (signal delivery starves it), so a 1 ms window
+/// never saw two consecutive aborts and the engine never engaged; 20 ms
+/// still broke streaks. Emulating a sequence that aborts rarely costs
+/// about 1 µs per abort, negligible at that rate, so a wide window is cheap.
+pub const ABORT_WINDOW_NS: u64 = 100_000_000;
+
+/// A streak of consecutive aborts this long (50 ms) is emulated even below
+/// the threshold: a long section starved by a signal storm gets so few
+/// native attempts that counting them alone would take seconds.
+pub const STREAK_NS: u64 = 50_000_000;
 
 /// Process-wide counters of the stub path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,6 +91,10 @@ struct Recent {
     desc: u64,
     count: u32,
     last_ns: u64,
+    /// When the current streak of consecutive aborts began.
+    since_ns: u64,
+    /// Emulated before and aborting again within the window.
+    hot: bool,
 }
 
 thread_local! {
@@ -96,46 +125,75 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// What the policy says about one abort.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Native retry.
+    Native,
+    /// Emulate (the threshold was reached just now, or `always`).
+    Emulate,
+    /// Emulate: the descriptor is hot on this thread (it was emulated
+    /// before, and aborts keep coming).
+    EmulateHot,
+}
+
 /// Count one abort of `desc` on this thread; whether to emulate now.
-fn should_emulate(desc: u64) -> bool {
+fn should_emulate(desc: u64) -> Verdict {
     match policy::mode() {
-        Mode::Never => false,
-        Mode::Always => true,
-        Mode::Auto => {
-            let t = now_ns();
-            RECENT.with(|r| {
-                let mut r = r.borrow_mut();
-                let i = match r.iter().position(|e| e.desc == desc) {
-                    Some(i) => i,
-                    None => {
-                        // Replace the oldest entry.
-                        let i = (0..r.len()).min_by_key(|&i| r[i].last_ns).unwrap_or(0);
-                        r[i] = Recent {
-                            desc,
-                            count: 0,
-                            last_ns: t,
-                        };
-                        i
-                    }
-                };
-                let e = &mut r[i];
-                if t.saturating_sub(e.last_ns) > ABORT_WINDOW_NS {
-                    e.count = 0;
-                }
-                e.count += 1;
-                e.last_ns = t;
-                e.count >= policy::threshold()
-            })
-        }
+        Mode::Never => Verdict::Native,
+        Mode::Always => Verdict::Emulate,
+        Mode::Auto => RECENT
+            .with(|r| count_abort(&mut r.borrow_mut()[..], desc, now_ns(), policy::threshold())),
     }
 }
 
-fn completed(desc: u64) {
-    RECENT.with(|r| {
-        for e in r.borrow_mut().iter_mut().filter(|e| e.desc == desc) {
-            e.count = 0;
+/// The `auto` rule over one thread's recent descriptors: count the abort
+/// of `desc` at time `t` (ns) and say whether it reaches `threshold` or
+/// finds the descriptor hot.
+fn count_abort(r: &mut [Recent], desc: u64, t: u64, threshold: u32) -> Verdict {
+    let i = match r.iter().position(|e| e.desc == desc) {
+        Some(i) => i,
+        None => {
+            // Replace the oldest entry.
+            let i = (0..r.len()).min_by_key(|&i| r[i].last_ns).unwrap_or(0);
+            r[i] = Recent {
+                desc,
+                count: 0,
+                last_ns: t,
+                since_ns: t,
+                hot: false,
+            };
+            i
         }
-    });
+    };
+    let e = &mut r[i];
+    if t.saturating_sub(e.last_ns) > ABORT_WINDOW_NS {
+        e.count = 0;
+        e.since_ns = t;
+        e.hot = false;
+    }
+    e.count = e.count.saturating_add(1);
+    e.last_ns = t;
+    if e.hot {
+        Verdict::EmulateHot
+    } else if e.count >= threshold || t.saturating_sub(e.since_ns) >= STREAK_NS {
+        Verdict::Emulate
+    } else {
+        Verdict::Native
+    }
+}
+
+/// An emulated completion of `desc` on this thread.
+fn completed(desc: u64) {
+    RECENT.with(|r| mark_completed(&mut r.borrow_mut()[..], desc));
+}
+
+/// The count restarts and the descriptor is hot until a quiet gap.
+fn mark_completed(r: &mut [Recent], desc: u64) {
+    for e in r.iter_mut().filter(|e| e.desc == desc) {
+        e.count = 0;
+        e.hot = true;
+    }
 }
 
 /// Handle one abort: the stub's registers are in `frame`, the teardown
@@ -159,7 +217,8 @@ fn handle(abort_ip: u64, teardown_end: u64, frame: &mut Frame) -> bool {
             return false;
         }
     };
-    if !should_emulate(desc) {
+    let verdict = should_emulate(desc);
+    if verdict == Verdict::Native {
         set_last(Last::Policy);
         return false;
     }
@@ -182,6 +241,7 @@ fn handle(abort_ip: u64, teardown_end: u64, frame: &mut Frame) -> bool {
             }
         }
     }
+    let _blocked = (sec.loops || verdict == Verdict::EmulateHot).then(SignalsBlocked::new);
     match engine::emulate_section(&sec, &st) {
         Answer::Resume { ip, state, .. } => {
             frame.set_resume(ip, &state);
@@ -197,5 +257,55 @@ fn handle(abort_ip: u64, teardown_end: u64, frame: &mut Frame) -> bool {
             set_last(Last::Retry(w));
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn threshold_then_hot_then_cools_after_a_quiet_gap() {
+        let mut r = [Recent::default(); 4];
+        let d = 0x1000;
+        // Two aborts 2 ms apart: below a threshold of 3.
+        assert!(count_abort(&mut r, d, 10 * MS, 3) == Verdict::Native);
+        assert!(count_abort(&mut r, d, 12 * MS, 3) == Verdict::Native);
+        assert!(count_abort(&mut r, d, 14 * MS, 3) == Verdict::Emulate);
+        mark_completed(&mut r, d);
+        // Hot: the next abort within the window is emulated at once.
+        assert!(count_abort(&mut r, d, 16 * MS, 3) == Verdict::EmulateHot);
+        assert!(count_abort(&mut r, d, 16 * MS + ABORT_WINDOW_NS, 3) == Verdict::EmulateHot);
+        // A quiet gap longer than the window: cold again, counting from 1.
+        let t = 16 * MS + 2 * ABORT_WINDOW_NS + 1;
+        assert!(count_abort(&mut r, d, t, 3) == Verdict::Native);
+        assert!(count_abort(&mut r, d, t + MS, 3) == Verdict::Native);
+        assert!(count_abort(&mut r, d, t + 2 * MS, 3) == Verdict::Emulate);
+    }
+
+    #[test]
+    fn a_long_streak_is_emulated_below_the_threshold() {
+        let mut r = [Recent::default(); 4];
+        let d = 0x2000;
+        let mut t = 5 * MS;
+        // One abort every 10 ms (a starved thread): no gap breaks the streak.
+        while t < 5 * MS + STREAK_NS {
+            assert!(count_abort(&mut r, d, t, 256) == Verdict::Native);
+            t += 10 * MS;
+        }
+        assert!(count_abort(&mut r, d, t, 256) == Verdict::Emulate);
+    }
+
+    #[test]
+    fn a_gap_restarts_the_count_and_descriptors_count_apart() {
+        let mut r = [Recent::default(); 4];
+        assert!(count_abort(&mut r, 0x10, 0, 2) == Verdict::Native);
+        // Another descriptor in between does not count for the first.
+        assert!(count_abort(&mut r, 0x20, MS, 2) == Verdict::Native);
+        assert!(count_abort(&mut r, 0x10, 2 * MS + ABORT_WINDOW_NS, 2) == Verdict::Native);
+        assert!(count_abort(&mut r, 0x10, 3 * MS + ABORT_WINDOW_NS, 2) == Verdict::Emulate);
+        assert!(count_abort(&mut r, 0x20, 3 * MS + ABORT_WINDOW_NS, 2) == Verdict::Native);
     }
 }

@@ -73,6 +73,10 @@ pub struct Section {
     pub program: Program<Isa>,
     /// Whether a `%gs:` operand occurs (its base is then fetched).
     pub uses_gs: bool,
+    /// Whether the section can loop (a direct branch backwards, or an
+    /// indirect branch): its emulation time then grows with its data, so
+    /// the engine runs it with signals blocked (see `abort`).
+    pub loops: bool,
 }
 
 struct Cached {
@@ -205,10 +209,18 @@ fn build(desc: u64, bytes: &[u8; 32], teardown: (u64, u64)) -> Result<Arc<Sectio
     if !check.conflicts.is_empty() {
         return Err(Refusal::EntryRegisters(check.conflicts));
     }
+    let loops = program.insns().iter().any(|i| {
+        i.flow.indirect
+            || i.flow
+                .targets
+                .iter()
+                .any(|&t| t <= i.ip && t >= cs.start_ip)
+    });
     Ok(Arc::new(Section {
         desc,
         cs,
         uses_gs: arch::uses_gs(&program),
+        loops,
         program,
     }))
 }

@@ -1,0 +1,447 @@
+//! `rseq-emu livelock`: a long rseq critical section (copy `--bytes` bytes
+//! one byte at a time, then commit one store) under a timer-signal storm
+//! aimed at the thread running it (`timer_create` with `SIGEV_THREAD_ID`,
+//! `it_interval` = `--interval-us`).
+//!
+//! Modes, run one after the other on a fresh thread each:
+//! * `quiet`: native, no timer (the section's natural rate on this machine);
+//! * `native`: native under the storm, retrying on every abort (what an
+//!   application does without the engine: the section can livelock);
+//! * `engine`: native under the storm; after `policy::threshold()`
+//!   consecutive aborts the abort path hands the section to the engine,
+//!   which emulates the section's own instructions (x86_64 executor) and
+//!   commits natively with signals blocked.
+//!
+//! After every completion the destination is compared with the source
+//! (whose first 8 bytes carry the operation number) and the committed word
+//! with the operation number; a mismatch is a lost update.
+//!
+//! Counting: `attempts` = native runs of the section; `aborts` = native
+//! aborts (in `engine` mode: every call of the runtime's abort stub,
+//! whether answered by native retry or by an emulated completion);
+//! `emulated` = operations the engine completed. An operation still
+//! retrying at the deadline is not counted as completed; one inside the
+//! engine at the deadline finishes first (the elapsed time includes it).
+//! Exit status 1 when a completed copy was wrong or the `engine` mode
+//! completed nothing.
+
+use crate::stress::{frac, RET_ABORT};
+use rseq_emu_runtime::{abort, policy, registration, rseq_emu_asm_define_abort};
+use std::error::Error;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Arguments of `rseq-emu livelock`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Bytes copied inside the critical section.
+    #[arg(long, default_value_t = 16384)]
+    bytes: usize,
+    /// Timer period in microseconds.
+    #[arg(long, default_value_t = 10)]
+    interval_us: u64,
+    /// Seconds per mode.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Modes to run, in order (quiet, native, engine).
+    #[arg(long, value_delimiter = ',', default_value = "quiet,native,engine")]
+    modes: Vec<LMode>,
+    /// Consecutive native aborts before the engine takes over (default:
+    /// the runtime's policy default).
+    #[arg(long)]
+    threshold: Option<u32>,
+}
+
+/// A livelock mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LMode {
+    /// Native, no timer.
+    Quiet,
+    /// Native under the timer storm, retry on abort.
+    Native,
+    /// Native under the storm, the engine after the abort threshold.
+    Engine,
+}
+
+impl LMode {
+    fn name(self) -> &'static str {
+        match self {
+            LMode::Quiet => "quiet",
+            LMode::Native => "native",
+            LMode::Engine => "engine",
+        }
+    }
+}
+
+/// What the section reads (pointer in rdi). Layout fixed for the asm.
+#[repr(C)]
+struct Job {
+    /// 0: the rseq area.
+    area: u64,
+    /// 8: source.
+    src: u64,
+    /// 16: destination.
+    dst: u64,
+    /// 24: bytes to copy.
+    len: u64,
+    /// 32: where the commit stores `seq`.
+    done: u64,
+    /// 40: the operation number.
+    seq: u64,
+    /// 48: the CPU the section must run on.
+    cpu: u32,
+}
+
+// copy(job rdi) -> 0 | RET_ABORT. Loads the area before the section (rdx),
+// checks the CPU, copies `len` bytes one at a time, commits `seq` to `done`.
+std::arch::global_asm!(
+    r#"
+    .pushsection __rseq_cs, "aw"
+    .balign 32
+    .globl rseq_emu_livelock_copy_cs
+rseq_emu_livelock_copy_cs:
+    .long 0, 0
+    .quad rseq_emu_livelock_copy_start, rseq_emu_livelock_copy_post - rseq_emu_livelock_copy_start, rseq_emu_livelock_copy_abort
+    .popsection
+    .pushsection __rseq_cs_ptr_array, "aw"
+    .quad rseq_emu_livelock_copy_cs
+    .popsection
+    .text
+    .globl rseq_emu_livelock_copy
+    .type rseq_emu_livelock_copy, @function
+    .p2align 4
+rseq_emu_livelock_copy:
+    mov (%rdi), %rdx
+    lea rseq_emu_livelock_copy_cs(%rip), %rax
+    mov %rax, 8(%rdx)
+rseq_emu_livelock_copy_start:
+    mov 48(%rdi), %eax
+    cmp 4(%rdx), %eax
+    jne rseq_emu_livelock_copy_abort
+    mov 8(%rdi), %rsi
+    mov 16(%rdi), %rcx
+    mov 24(%rdi), %r8
+    mov $0, %r9d
+    test %r8, %r8
+    jz rseq_emu_livelock_copy_commit
+rseq_emu_livelock_copy_loop:
+    movzbl (%rsi,%r9), %r10d
+    mov %r10b, (%rcx,%r9)
+    inc %r9
+    cmp %r8, %r9
+    jb rseq_emu_livelock_copy_loop
+rseq_emu_livelock_copy_commit:
+    mov 32(%rdi), %r11
+    mov 40(%rdi), %r10
+    mov %r10, (%r11)
+rseq_emu_livelock_copy_post:
+    xor %eax, %eax
+    ret
+    .long 0x53053053
+rseq_emu_livelock_copy_abort:
+    mov $1, %eax
+    ret
+    .size rseq_emu_livelock_copy, . - rseq_emu_livelock_copy
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn rseq_emu_livelock_copy(job: *mut Job) -> u64;
+}
+
+/// The same copy as inline `asm!` whose abort handler is the runtime's
+/// `rseq_emu_asm_define_abort!`: on an abort the stub asks the engine
+/// (policy `auto`: from the threshold-th consecutive abort on), which
+/// emulates the section and commits it natively, then resumes after the
+/// commit; or answers native retry (RET_ABORT, the caller retries).
+#[inline(never)]
+fn engine_copy(job: &Job) -> u64 {
+    let r: u64;
+    // SAFETY: an rseq critical section on this thread's registered area;
+    // `job` points at live buffers of `len` bytes and at `done`.
+    unsafe {
+        std::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "3:",
+            ".long 0, 0",
+            ".quad 1f, 2f - 1f, 4f",
+            ".popsection",
+            "lea 3b(%rip), %rax",
+            "mov %rax, 8({area})",
+            "1:",
+            "cmp 4({area}), {cpu:e}",
+            "jne 4f",
+            "mov $0, {i:e}",
+            "test {len}, {len}",
+            "jz 8f",
+            "7:",
+            "movzbl ({src},{i}), {b:e}",
+            "mov {b:l}, ({dst},{i})",
+            "inc {i}",
+            "cmp {len}, {i}",
+            "jb 7b",
+            "8:",
+            "mov {seq}, ({done})",
+            "2:",
+            "xor {r:e}, {r:e}",
+            "jmp 6f",
+            rseq_emu_asm_define_abort!("4", "", "5f"),
+            "5:",
+            "mov $1, {r:e}",
+            "6:",
+            area = in(reg) job.area,
+            cpu = in(reg) job.cpu,
+            src = in(reg) job.src,
+            dst = in(reg) job.dst,
+            len = in(reg) job.len,
+            done = in(reg) job.done,
+            seq = in(reg) job.seq,
+            i = out(reg) _,
+            b = out(reg) _,
+            r = lateout(reg) r,
+            out("rax") _,
+            options(att_syntax),
+        );
+    }
+    r
+}
+
+static SIGNALS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_timer(_: libc::c_int) {
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The timer signal: counted, SA_RESTART.
+const TIMER_SIG: libc::c_int = libc::SIGUSR2;
+
+fn install_handler() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction with a valid handler and an empty mask.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_timer as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(TIMER_SIG, &sa, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A POSIX timer sending `TIMER_SIG` to the calling thread every
+/// `interval`; deleted on drop.
+struct ThreadTimer(libc::timer_t);
+
+impl ThreadTimer {
+    fn start(interval: Duration) -> std::io::Result<ThreadTimer> {
+        // SAFETY: sigevent/itimerspec are plain data; timer_create gets
+        // valid pointers; the target is the calling thread (gettid).
+        unsafe {
+            let mut sev: libc::sigevent = std::mem::zeroed();
+            sev.sigev_notify = libc::SIGEV_THREAD_ID;
+            sev.sigev_signo = TIMER_SIG;
+            sev.sigev_notify_thread_id = libc::syscall(libc::SYS_gettid) as libc::c_int;
+            let mut id: libc::timer_t = std::mem::zeroed();
+            if libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let t = ThreadTimer(id);
+            let ts = libc::timespec {
+                tv_sec: interval.as_secs() as libc::time_t,
+                tv_nsec: interval.subsec_nanos() as libc::c_long,
+            };
+            let spec = libc::itimerspec {
+                it_interval: ts,
+                it_value: ts,
+            };
+            if libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(t)
+        }
+    }
+}
+
+impl Drop for ThreadTimer {
+    fn drop(&mut self) {
+        // SAFETY: deletes the timer created by `start` (pending signals are
+        // handled by the installed handler).
+        unsafe {
+            libc::timer_delete(self.0);
+        }
+    }
+}
+
+/// One mode's tallies.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    attempts: u64,
+    aborts: u64,
+    completions: u64,
+    emulated: u64,
+    lost: u64,
+    signals: u64,
+    seconds: f64,
+}
+
+/// Run `mode` for `secs` on the calling thread.
+fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<Tally, String> {
+    let area = registration::area().map_err(|e| e.to_string())? as u64;
+    let mut src: Vec<u8> = (0..bytes.max(8)).map(|i| (i * 7 + 3) as u8).collect();
+    let mut dst = vec![0u8; src.len()];
+    let done = AtomicU64::new(0);
+    let mut job = Job {
+        area,
+        src: src.as_mut_ptr() as u64,
+        dst: dst.as_mut_ptr() as u64,
+        len: bytes as u64,
+        done: done.as_ptr() as u64,
+        seq: 0,
+        cpu: 0,
+    };
+    policy::set_mode(if mode == LMode::Engine {
+        policy::Mode::Auto
+    } else {
+        policy::Mode::Never
+    });
+    let mut t = Tally::default();
+    let sig0 = SIGNALS.load(Ordering::Relaxed);
+    let timer = match mode {
+        LMode::Quiet => None,
+        _ => Some(ThreadTimer::start(interval).map_err(|e| format!("timer_create: {e}"))?),
+    };
+    let stub0 = abort::stats();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    'ops: while Instant::now() < deadline {
+        job.seq += 1;
+        src[..8].copy_from_slice(&job.seq.to_le_bytes());
+        job.src = src.as_mut_ptr() as u64;
+        let before = abort::stats();
+        loop {
+            if Instant::now() >= deadline {
+                break 'ops;
+            }
+            job.cpu = registration::current_cpu().map_err(|e| e.to_string())?;
+            t.attempts += 1;
+            let r = if mode == LMode::Engine {
+                engine_copy(&job)
+            } else {
+                // SAFETY: `job` points at live buffers of `len` bytes and
+                // at `done`; `area` is this thread's rseq registration.
+                unsafe { rseq_emu_livelock_copy(&mut job) }
+            };
+            if r != RET_ABORT {
+                break;
+            }
+            if mode != LMode::Engine {
+                t.aborts += 1;
+            }
+        }
+        let emulated = abort::stats().emulated > before.emulated;
+        t.completions += 1;
+        t.emulated += u64::from(emulated);
+        if done.load(Ordering::Relaxed) != job.seq || dst[..bytes] != src[..bytes] {
+            t.lost += 1;
+        }
+    }
+    t.seconds = start.elapsed().as_secs_f64();
+    drop(timer);
+    // Engine mode: every abort went through the stub (answered native
+    // retry, or completed by emulation).
+    t.aborts += abort::stats().aborts - stub0.aborts;
+    t.signals = SIGNALS.load(Ordering::Relaxed) - sig0;
+    Ok(t)
+}
+
+/// Run the livelock workload.
+pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
+    if let Some(t) = a.threshold {
+        policy::set_threshold(t);
+    }
+    if a.interval_us == 0 {
+        return Err("--interval-us must be at least 1".into());
+    }
+    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
+        return Err("--seconds must be positive".into());
+    }
+    install_handler()?;
+    let interval = Duration::from_micros(a.interval_us);
+    let mut rows = Vec::new();
+    for &mode in &a.modes {
+        let (bytes, secs) = (a.bytes, a.seconds);
+        let t = std::thread::spawn(move || run_mode(mode, bytes, interval, secs))
+            .join()
+            .map_err(|_| "livelock worker panicked")??;
+        rows.push((mode, t));
+    }
+    let lost: u64 = rows.iter().map(|(_, t)| t.lost).sum();
+    let engine_stuck = rows
+        .iter()
+        .any(|(m, t)| *m == LMode::Engine && t.completions == 0);
+    let ok = lost == 0 && !engine_stuck;
+    if a.json {
+        let modes: Vec<_> = rows
+            .iter()
+            .map(|(m, t)| {
+                serde_json::json!({
+                    "mode": m.name(), "seconds": t.seconds, "signals": t.signals,
+                    "attempts": t.attempts, "aborts": t.aborts, "completions": t.completions,
+                    "ops_per_s": t.completions as f64 / t.seconds,
+                    "fraction_emulated": frac(t.emulated, t.completions),
+                    "emulated": t.emulated, "lost_updates": t.lost,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "bytes": a.bytes, "interval_us": a.interval_us, "threshold": policy::threshold(),
+                "modes": modes, "ok": ok,
+            })
+        );
+    } else {
+        println!(
+            "copy {} bytes byte by byte, then commit; timer signal every {} us aimed at the thread; auto threshold {}",
+            a.bytes,
+            a.interval_us,
+            policy::threshold()
+        );
+        println!(
+            "{:<7} {:>8} {:>10} {:>10} {:>12} {:>10} {:>9} {:>5}",
+            "mode", "signals", "attempts", "aborts", "completions", "ops/s", "emulated", "lost"
+        );
+        for (m, t) in &rows {
+            println!(
+                "{:<7} {:>8} {:>10} {:>10} {:>12} {:>10.1} {:>8.1}% {:>5}",
+                m.name(),
+                t.signals,
+                t.attempts,
+                t.aborts,
+                t.completions,
+                t.completions as f64 / t.seconds,
+                100.0 * frac(t.emulated, t.completions),
+                t.lost
+            );
+        }
+        if ok {
+            println!("OK");
+        } else if lost > 0 {
+            println!("FAIL: {lost} completed copies were wrong");
+        } else {
+            println!("FAIL: the engine completed no operation");
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
