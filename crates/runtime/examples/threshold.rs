@@ -196,10 +196,11 @@ mod imp {
             let mode = if t == 0 { Mode::Never } else { Mode::Auto };
             let (ops, frac, att) = run(size as usize, period, mode, t.max(1) as u32, dur);
             println!(
-                "{ops:.0} completions/s, {:.1}% emulated, {att:.0} attempts/s, {} decodes, last {:?}",
+                "{ops:.0} completions/s, {:.1}% emulated, {att:.0} attempts/s, {} decodes, last {:?}, {:?}",
                 frac * 100.0,
                 rseq_emu_runtime::section::decode_count(),
-                abort::last()
+                abort::last(),
+                abort::stats()
             );
             return;
         }
