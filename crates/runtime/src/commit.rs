@@ -107,18 +107,33 @@ pub fn plan_into(loads: &[LoggedLoad], stores: &[BufferedStore], out: &mut Vec<P
     }
 }
 
-/// RAII: all signals blocked on this thread until dropped.
+/// RAII: every signal except the synchronous fault signals blocked on this
+/// thread until dropped.
 ///
 /// Uses the raw `rt_sigprocmask` system call (one call each way, 8-byte
 /// kernel sigset): glibc's `pthread_sigmask` does the same call plus
 /// filtering of its internal signals, which does not matter for the few
 /// instructions of the commit (the kernel never blocks SIGKILL/SIGSTOP).
+///
+/// SIGSEGV, SIGBUS, SIGILL, SIGTRAP and SIGFPE stay deliverable: a fault
+/// while its signal is blocked makes the kernel reset the handler and kill
+/// the process, which would turn the engine's fault-safe reads
+/// ([`crate::probe`]) into crashes exactly where the engine blocks signals
+/// (long and hot emulations). No storm is made of them.
 pub struct SignalsBlocked(u64);
 
+/// The kernel sigset bits of the synchronous fault signals.
+const FAULT_SIGNALS: u64 = 1 << (libc::SIGSEGV - 1)
+    | 1 << (libc::SIGBUS - 1)
+    | 1 << (libc::SIGILL - 1)
+    | 1 << (libc::SIGTRAP - 1)
+    | 1 << (libc::SIGFPE - 1);
+
 impl SignalsBlocked {
-    /// Block every signal, remembering the previous mask.
+    /// Block every signal but the fault signals, remembering the previous
+    /// mask.
     pub fn new() -> Self {
-        let all: u64 = !0;
+        let all: u64 = !FAULT_SIGNALS;
         let mut old: u64 = 0;
         // SAFETY: rt_sigprocmask with valid 8-byte sets.
         unsafe {

@@ -147,3 +147,23 @@ fn application_handler_is_chained() {
     assert_eq!(v, 0);
     assert_eq!(FIXED.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// Child: the engine blocks signals around long emulations and commits;
+/// a fault of its fault-safe read must still be a value there (the kernel
+/// kills a thread whose fault signal is blocked, so the engine's signal
+/// blocking must leave SIGSEGV/SIGBUS deliverable).
+#[test]
+fn stale_read_with_signals_blocked_is_a_fault_value() {
+    if !in_child() {
+        let st = child("stale_read_with_signals_blocked_is_a_fault_value");
+        assert!(st.success(), "the engine's read faulted: {st:?}");
+        return;
+    }
+    let p = map(libc::PROT_READ);
+    let mut m = LiveMemory;
+    assert_eq!(m.read_u8(p as u64).unwrap(), 0, "cached readable");
+    // SAFETY: unmaps this test's page.
+    assert_eq!(unsafe { libc::munmap(p.cast(), PAGE) }, 0);
+    let _blocked = rseq_emu_runtime::commit::SignalsBlocked::new();
+    assert!(m.read_u8(p as u64).is_err());
+}
