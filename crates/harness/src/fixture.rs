@@ -442,16 +442,26 @@ fn load_elf(cx: &Ctx, e: &ElfFile) -> Result<(u64, Vec<u8>, u64, Option<RseqCs>)
             format!("{} is not an ELF file: {err}", p.display()),
         )
     })?;
+    // The file is untrusted: every sum is checked (`None` = not there).
+    let file_range = |off: u64, len: u64| -> Option<&[u8]> {
+        let start = usize::try_from(off).ok()?;
+        data.get(start..start.checked_add(usize::try_from(len).ok()?)?)
+    };
+    let holds = |ph: &goblin::elf::ProgramHeader, vaddr: u64, len: u64| {
+        ph.p_type == goblin::elf::program_header::PT_LOAD
+            && vaddr >= ph.p_vaddr
+            && matches!(
+                (vaddr.checked_add(len), ph.p_vaddr.checked_add(ph.p_filesz)),
+                (Some(end), Some(seg_end)) if end <= seg_end
+            )
+    };
     let seg_bytes = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
         elf.program_headers.iter().find_map(|ph| {
-            if ph.p_type != goblin::elf::program_header::PT_LOAD
-                || vaddr < ph.p_vaddr
-                || vaddr + len > ph.p_vaddr + ph.p_filesz
-            {
+            if !holds(ph, vaddr, len) {
                 return None;
             }
-            let off = (ph.p_offset + (vaddr - ph.p_vaddr)) as usize;
-            data.get(off..off + len as usize).map(<[u8]>::to_vec)
+            let off = ph.p_offset.checked_add(vaddr - ph.p_vaddr)?;
+            file_range(off, len).map(<[u8]>::to_vec)
         })
     };
     let cs = seg_bytes(desc, 32).map(|b| {
@@ -462,21 +472,14 @@ fn load_elf(cx: &Ctx, e: &ElfFile) -> Result<(u64, Vec<u8>, u64, Option<RseqCs>)
     let seg = elf
         .program_headers
         .iter()
-        .find(|ph| {
-            ph.p_type == goblin::elf::program_header::PT_LOAD
-                && ph.is_executable()
-                && start >= ph.p_vaddr
-                && start < ph.p_vaddr + ph.p_filesz
-        })
+        .find(|ph| ph.is_executable() && holds(ph, start, 1))
         .ok_or_else(|| {
             cx.err(
                 "elf.descriptor",
                 format!("no executable loaded segment holds start_ip 0x{start:x} of the descriptor at 0x{desc:x}"),
             )
         })?;
-    let off = seg.p_offset as usize;
-    let code = data
-        .get(off..off + seg.p_filesz as usize)
+    let code = file_range(seg.p_offset, seg.p_filesz)
         .ok_or_else(|| cx.err("elf.path", "segment beyond the end of the file"))?
         .to_vec();
     Ok((seg.p_vaddr, code, desc, cs))
@@ -564,7 +567,15 @@ pub fn from_file(path: &Path, f: FixtureFile) -> Result<Case, FixtureError> {
         }
         None => arch.default_signature(),
     };
-    let code_end = code_address + code.len() as u64;
+    let code_end = code_address.checked_add(code.len() as u64).ok_or_else(|| {
+        cx.err(
+            "code",
+            format!(
+                "0x{code_address:x} + {} bytes wraps past the end of the address space",
+                code.len()
+            ),
+        )
+    })?;
     let in_code = |a: u64, n: u64| a >= code_address && a.saturating_add(n) <= code_end;
     let post = cs.start_ip.wrapping_add(cs.post_commit_offset);
     if cs.post_commit_ip().is_none() || !in_code(cs.start_ip, cs.post_commit_offset) {
@@ -600,7 +611,7 @@ pub fn from_file(path: &Path, f: FixtureFile) -> Result<Case, FixtureError> {
     build_memory_inner(&cx, code_address, &code, &memory)?;
     if !memory
         .iter()
-        .any(|(a, b, _)| rseq_area >= *a && rseq_area + 32 <= a + b.len() as u64)
+        .any(|(a, b, _)| rseq_area >= *a && rseq_area.saturating_add(32) <= a + b.len() as u64)
     {
         return Err(cx.err(
             "rseq_area",
