@@ -491,17 +491,102 @@ pub fn load(path: &Path) -> Result<Case, FixtureError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| cx.err("", format!("cannot read: {e}")))?;
     let f: FixtureFile = serde_json::from_str(&text).map_err(|e| {
-        let msg = e.to_string();
-        // serde names the field in "missing field `x`" / "unknown field `x`".
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.contains("field"))
-            .unwrap_or("")
-            .to_string();
-        cx.err(field, format!("invalid fixture JSON: {msg}"))
+        let field = match e.classify() {
+            serde_json::error::Category::Data => data_error_field(&text, &e),
+            _ => String::new(),
+        };
+        cx.err(field, format!("invalid fixture JSON: {e}"))
     })?;
     from_file(path, f)
+}
+
+/// The field a serde data error is about: the JSON path of the value at
+/// the error's position, plus the key serde names in "missing field `x`" /
+/// "unknown field `x`".
+fn data_error_field(text: &str, e: &serde_json::Error) -> String {
+    let offset = text
+        .split_inclusive('\n')
+        .take(e.line().saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>()
+        + e.column();
+    let mut path = json_path_at(text, offset);
+    let msg = e.to_string();
+    let named = msg
+        .split('`')
+        .nth(1)
+        .filter(|_| msg.contains("missing field") || msg.contains("unknown field"));
+    if let Some(name) = named {
+        if !(path == name || path.ends_with(&format!(".{name}"))) {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(name);
+        }
+    }
+    path
+}
+
+/// The JSON path (`memory[0].writable`) of the innermost value that the
+/// first `end` bytes of `text` are inside or have just closed. A tiny
+/// scanner, for error messages only: `text` is known to be JSON up to the
+/// point where serde stopped.
+fn json_path_at(text: &str, end: usize) -> String {
+    enum Frame {
+        /// The current key, and whether the next string is a key.
+        Object(Option<String>, bool),
+        /// The current index.
+        Array(usize),
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let b = text.as_bytes();
+    let end = end.min(b.len());
+    let mut i = 0;
+    while i < end {
+        match b[i] {
+            b'{' => stack.push(Frame::Object(None, true)),
+            b'[' => stack.push(Frame::Array(0)),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Object(_, expect_key)) => *expect_key = true,
+                Some(Frame::Array(n)) => *n += 1,
+                None => {}
+            },
+            b':' => {
+                if let Some(Frame::Object(_, expect_key)) = stack.last_mut() {
+                    *expect_key = false;
+                }
+            }
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                if let Some(Frame::Object(key, true)) = stack.last_mut() {
+                    *key = Some(String::from_utf8_lossy(&b[start..i.min(b.len())]).into_owned());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let mut path = String::new();
+    for f in &stack {
+        match f {
+            Frame::Object(Some(k), _) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+            }
+            Frame::Object(None, _) => {}
+            Frame::Array(n) => path.push_str(&format!("[{n}]")),
+        }
+    }
+    path
 }
 
 /// Validate an already parsed fixture (`path` is used in errors and to
@@ -744,5 +829,26 @@ impl Case {
         let cx = Ctx { path: &self.path };
         // Validated in `load`; cannot fail here.
         build_memory_inner(&cx, self.code_address, &self.code, &self.memory).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scanner behind the field of a JSON type error: nested objects
+    /// and arrays, escaped quotes inside strings, values just closed.
+    #[test]
+    fn json_path_at_names_the_value() {
+        let t = r#"{"a": {"b\"": [1, {"c": "x\"}]", "d": 2}], "e": true}}"#;
+        let at = |needle: &str| json_path_at(t, t.find(needle).expect(needle) + needle.len());
+        assert_eq!(at(r#""c""#), r#"a.b\"[1].c"#);
+        assert_eq!(at(r#""d": 2"#), r#"a.b\"[1].d"#);
+        assert_eq!(at(r#"2}"#), r#"a.b\"[1]"#);
+        assert_eq!(at(r#"[1"#), r#"a.b\"[0]"#);
+        assert_eq!(at(r#""e": true"#), "a.e");
+        assert_eq!(json_path_at(t, t.len()), "");
+        assert_eq!(json_path_at(t, usize::MAX), "");
+        assert_eq!(json_path_at("{\"open", 3), "open");
     }
 }

@@ -133,6 +133,42 @@ fn malformed_fixtures_are_clear_errors() {
     v["expect"]["outcome"] = Value::String("aborted".into());
     expect_error("contradiction", &v, "expect.outcome");
 
+    // Type errors name the field by its JSON path.
+    let mut v = base.clone();
+    v["memory"][0]["writable"] = Value::from("yes");
+    expect_error(
+        "wrong-type",
+        &v,
+        "memory[0].writable: invalid fixture JSON: ",
+    );
+
+    let mut v = base.clone();
+    v["cpu"] = Value::from(-1);
+    expect_error("negative-cpu", &v, "json: cpu: invalid fixture JSON: ");
+
+    let mut v = base.clone();
+    v["entry"]["regs"]["rax"] = Value::from(5);
+    expect_error("number-reg", &v, "entry.regs.rax: invalid fixture JSON: ");
+
+    let mut v = base.clone();
+    v["descriptor"]
+        .as_object_mut()
+        .expect("descriptor")
+        .remove("abort_ip");
+    expect_error(
+        "missing-nested",
+        &v,
+        "descriptor.abort_ip: invalid fixture JSON: missing field",
+    );
+
+    let mut v = base.clone();
+    v["expect"]["memory"][1]["extra"] = Value::from(1);
+    expect_error(
+        "unknown-nested",
+        &v,
+        "expect.memory[1].extra: invalid fixture JSON: unknown field",
+    );
+
     let mut v = base.clone();
     v["version"] = Value::from(2);
     expect_error(
