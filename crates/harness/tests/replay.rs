@@ -257,7 +257,13 @@ fn corruptions(name: &str, v: &Value) -> Vec<(String, String)> {
                 vec![Value::Array(vec![]), Value::Null]
             }
             Value::Object(o) => {
-                for (k, x) in o {
+                // Every register goes through the same parser: a few suffice
+                // (the first three and the flags).
+                let is_regs = path.last() == Some(&Value::from("regs"));
+                let some = |(i, (k, _)): &(usize, (&String, &Value))| {
+                    !is_regs || *i < 3 || ["rflags", "nzcv"].contains(&k.as_str())
+                };
+                for (_, (k, x)) in o.iter().enumerate().filter(some) {
                     path.push(Value::from(k.as_str()));
                     out.push((path.clone(), None));
                     walk(x, path, out);
@@ -322,7 +328,7 @@ fn corruptions(name: &str, v: &Value) -> Vec<(String, String)> {
 fn corrupted_fixtures_never_panic() {
     let d = tmpdir("corrupt");
     let mut n = 0;
-    for (arch, name) in [("x86_64", "cmpstore-001"), ("aarch64", "memcpy-001")] {
+    for (arch, name) in [("x86_64", "cmpstore-001"), ("aarch64", "cmpstore-001")] {
         let p = repo()
             .join("fixtures")
             .join(arch)
