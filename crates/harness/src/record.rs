@@ -279,6 +279,9 @@ fn recording<'a>(
 pub fn record(args: &Args) -> Result<Vec<(String, PathBuf)>, Box<dyn Error>> {
     match args.arch.as_str() {
         "x86_64" => {}
+        "aarch64" if args.cpu.is_some() => {
+            return Err("--cpu: x86_64 only (aarch64 cases pick their cpu from the seed)".into())
+        }
         "aarch64" => return aarch64::record(&args.out, args.seed, args.count, &args.patterns),
         other => return Err(format!("--arch {other:?}: x86_64 or aarch64").into()),
     }

@@ -95,3 +95,38 @@ fn the_same_seed_generates_the_same_sequences() {
     );
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// Bad arguments are one clear error each, before anything is written.
+#[test]
+fn bad_record_arguments_are_clear_errors() {
+    let d = replay_support::tmpdir("record-args");
+    let out = d.join("out");
+    for (args, want) in [
+        (&["--pattern", "nosuch"][..], "unknown pattern \"nosuch\""),
+        (
+            &["--arch", "aarch64", "--pattern", "movw16"],
+            "unknown aarch64 pattern \"movw16\"",
+        ),
+        (&["--arch", "mips"], "--arch \"mips\": x86_64 or aarch64"),
+        (
+            &["--cpu", "99"],
+            "--cpu 99: the recorder supports CPUs 0..15",
+        ),
+        (&["--arch", "aarch64", "--cpu", "1"], "--cpu: x86_64 only"),
+    ] {
+        let o = bin()
+            .arg("record")
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("run rseq-emu record");
+        let t = text(&o);
+        assert!(!o.status.success(), "{args:?}: {t}");
+        assert!(t.contains(want), "{args:?}: {t}");
+        assert!(!t.contains("panicked"), "{args:?}: {t}");
+        let written = std::fs::read_dir(&out).map(|r| r.count()).unwrap_or(0);
+        assert_eq!(written, 0, "{args:?}: wrote fixtures");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
