@@ -430,7 +430,7 @@ fn parse_regs(
 
 /// The code, from the `elf` reference: the loaded segment holding `start_ip`,
 /// and the descriptor bytes at its link address.
-fn load_elf(cx: &Ctx, e: &ElfFile) -> Result<(u64, Vec<u8>, u64, Option<RseqCs>), FixtureError> {
+fn load_elf(cx: &Ctx, e: &ElfFile) -> Result<(u64, Vec<u8>, u64, RseqCs), FixtureError> {
     let dir = cx.path.parent().unwrap_or(Path::new("."));
     let p = dir.join(&e.path);
     let data = std::fs::read(&p)
@@ -464,11 +464,18 @@ fn load_elf(cx: &Ctx, e: &ElfFile) -> Result<(u64, Vec<u8>, u64, Option<RseqCs>)
             file_range(off, len).map(<[u8]>::to_vec)
         })
     };
-    let cs = seg_bytes(desc, 32).map(|b| {
-        let arr: [u8; 32] = b.try_into().unwrap_or([0; 32]);
-        RseqCs::from_bytes(&arr)
-    });
-    let start = cs.map(|c| c.start_ip).unwrap_or(0);
+    let cs = seg_bytes(desc, 32)
+        .map(|b| {
+            let arr: [u8; 32] = b.try_into().unwrap_or([0; 32]);
+            RseqCs::from_bytes(&arr)
+        })
+        .ok_or_else(|| {
+            cx.err(
+                "elf.descriptor",
+                format!("0x{desc:x} is not inside a loaded segment of the ELF file"),
+            )
+        })?;
+    let start = cs.start_ip;
     let seg = elf
         .program_headers
         .iter()
@@ -636,13 +643,7 @@ pub fn from_file(path: &Path, f: FixtureFile) -> Result<Case, FixtureError> {
             };
             (cx.u64("descriptor.address", &d.address)?, cs)
         }
-        (None, Some((a, Some(cs)))) => (a, cs),
-        (None, Some((a, None))) => {
-            return Err(cx.err(
-                "elf.descriptor",
-                format!("0x{a:x} is not inside a loaded segment of the ELF file"),
-            ))
-        }
+        (None, Some((a, cs))) => (a, cs),
         (None, None) => return Err(cx.err("descriptor", "missing field")),
     };
     let signature = match &f.signature {
