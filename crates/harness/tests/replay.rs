@@ -70,138 +70,151 @@ fn expect_error(tag: &str, v: &Value, field: &str) {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// `v` with the value at JSON pointer `at` set to `value` (a new key is
+/// added to its object, `/-` appends to an array), or removed when `value`
+/// is `None`.
+fn edit(v: &Value, at: &str, value: Option<Value>) -> Value {
+    let mut v = v.clone();
+    let (parent, key) = at.rsplit_once('/').expect("pointer");
+    let p = v
+        .pointer_mut(parent)
+        .unwrap_or_else(|| panic!("{at}: no such value"));
+    match (p, value) {
+        (Value::Object(o), Some(x)) => {
+            o.insert(key.into(), x);
+        }
+        (Value::Object(o), None) => {
+            o.remove(key).unwrap_or_else(|| panic!("{at}: no such key"));
+        }
+        (Value::Array(a), Some(x)) if key == "-" => a.push(x),
+        (Value::Array(a), Some(x)) => a[key.parse::<usize>().expect("index")] = x,
+        (p, x) => panic!("{at}: cannot set {x:?} in {p}"),
+    }
+    v
+}
+
 #[test]
 fn malformed_fixtures_are_clear_errors() {
     let base = sample("cmpstore-001.json");
-
-    let mut v = base.clone();
-    v["memory"][0]["bytes"] = Value::String("zz".repeat(8));
-    expect_error("bad-hex", &v, "memory[0].bytes");
-
-    let mut v = base.clone();
-    v["entry"]["regs"]["rax"] = Value::String("12".into());
-    expect_error("bad-reg-hex", &v, "entry.regs.rax");
-
-    let mut v = base.clone();
-    v.as_object_mut().expect("object").remove("expect");
-    expect_error("missing-expect", &v, "expect");
-
-    let mut v = base.clone();
-    v["entry"]["regs"]
-        .as_object_mut()
-        .expect("regs")
-        .remove("r13");
-    expect_error("missing-reg", &v, "entry.regs.r13");
-
-    let mut v = base.clone();
-    v["arch"] = Value::String("mips".into());
-    expect_error("wrong-arch", &v, "arch");
-
-    let mut v = base.clone();
-    v["arch"] = Value::String("aarch64".into());
-    expect_error(
-        "other-arch",
-        &v,
-        "entry.regs.fs_base: unknown register for aarch64",
-    );
-
-    let mut v = base.clone();
-    let data = v["memory"][0].clone();
-    let mut dup = data.clone();
-    let a = u64::from_str_radix(
-        data["address"]
-            .as_str()
-            .expect("addr")
-            .trim_start_matches("0x"),
-        16,
-    )
-    .expect("hex");
-    dup["address"] = Value::String(format!("0x{:x}", a + 0x10));
-    v["memory"].as_array_mut().expect("memory").push(dup);
-    expect_error("overlap", &v, "memory[3]");
-
-    let mut v = base.clone();
-    let code = v["code"]["bytes"].as_str().expect("code").to_string();
-    v["code"]["bytes"] = Value::String(code[..8].into());
-    expect_error("short-code", &v, "code: [0x");
-
-    let mut v = base.clone();
-    v["typo"] = Value::Bool(true);
-    expect_error("unknown-key", &v, "typo");
-
-    let mut v = base.clone();
-    v["expect"]["outcome"] = Value::String("aborted".into());
-    expect_error("contradiction", &v, "expect.outcome");
-
-    // Type errors name the field by its JSON path.
-    let mut v = base.clone();
-    v["memory"][0]["writable"] = Value::from("yes");
-    expect_error(
-        "wrong-type",
-        &v,
-        "memory[0].writable: invalid fixture JSON: ",
-    );
-
-    let mut v = base.clone();
-    v["cpu"] = Value::from(-1);
-    expect_error("negative-cpu", &v, "json: cpu: invalid fixture JSON: ");
-
-    let mut v = base.clone();
-    v["entry"]["regs"]["rax"] = Value::from(5);
-    expect_error("number-reg", &v, "entry.regs.rax: invalid fixture JSON: ");
-
-    let mut v = base.clone();
-    v["descriptor"]
-        .as_object_mut()
-        .expect("descriptor")
-        .remove("abort_ip");
-    expect_error(
-        "missing-nested",
-        &v,
-        "descriptor.abort_ip: invalid fixture JSON: missing field",
-    );
-
-    let mut v = base.clone();
-    v["expect"]["memory"][1]["extra"] = Value::from(1);
-    expect_error(
-        "unknown-nested",
-        &v,
-        "expect.memory[1].extra: invalid fixture JSON: unknown field",
-    );
-
-    let mut v = base.clone();
-    v["version"] = Value::from(2);
-    expect_error(
-        "wrong-version",
-        &v,
-        "version: is 2, this rseq-emu reads version 1",
-    );
-
-    let mut v = base.clone();
-    v["format"] = Value::String("rseq-emu-fixtures".into());
-    expect_error("wrong-format", &v, "format: is");
-
-    let mut v = base.clone();
-    v["code"]["bytes"] = Value::String("4889c".into());
-    expect_error("odd-hex", &v, "code.bytes: byte string has an odd number");
-
-    let mut v = base.clone();
-    v["rseq_area"] = Value::String("0x7f3a".into());
-    expect_error("area-outside", &v, "rseq_area: 0x7f3a");
-
-    // Addresses at the top of the address space: a clear error, no
-    // arithmetic overflow.
-    let mut v = base.clone();
-    v["code"]["address"] = Value::String("0xfffffffffffffffe".into());
-    expect_error("code-wraps", &v, "code");
-
-    let mut v = base.clone();
-    v["rseq_area"] = Value::String("0xfffffffffffffff0".into());
-    expect_error("area-wraps", &v, "rseq_area: 0xfffffffffffffff0");
-
-    let mut v = base.clone();
-    v["memory"][0]["address"] = Value::String("0xfffffffffffffff0".into());
-    expect_error("region-wraps", &v, "memory[0]");
+    let bytes = |s: &str| Some(Value::from(s));
+    let code = base["code"]["bytes"].as_str().expect("code");
+    let data = base["memory"][0]["address"].as_str().expect("addr");
+    let data = u64::from_str_radix(data.trim_start_matches("0x"), 16).expect("hex");
+    // A fourth region 0x10 bytes into the first.
+    let mut overlap = base["memory"][0].clone();
+    overlap["address"] = Value::String(format!("0x{:x}", data + 0x10));
+    // (file tag, JSON pointer, new value or None to remove, what the one
+    // ERROR line must say after the file name).
+    let cases: Vec<(&str, &str, Option<Value>, &str)> = vec![
+        (
+            "bad-hex",
+            "/memory/0/bytes",
+            bytes(&"zz".repeat(8)),
+            "memory[0].bytes",
+        ),
+        (
+            "bad-reg-hex",
+            "/entry/regs/rax",
+            bytes("12"),
+            "entry.regs.rax",
+        ),
+        ("missing-expect", "/expect", None, "expect"),
+        ("missing-reg", "/entry/regs/r13", None, "entry.regs.r13"),
+        ("wrong-arch", "/arch", bytes("mips"), "arch"),
+        (
+            "other-arch",
+            "/arch",
+            bytes("aarch64"),
+            "entry.regs.fs_base: unknown register for aarch64",
+        ),
+        ("overlap", "/memory/-", Some(overlap), "memory[3]"),
+        ("short-code", "/code/bytes", bytes(&code[..8]), "code: [0x"),
+        ("unknown-key", "/typo", Some(Value::Bool(true)), "typo"),
+        (
+            "contradiction",
+            "/expect/outcome",
+            bytes("aborted"),
+            "expect.outcome",
+        ),
+        // Type errors name the field by its JSON path.
+        (
+            "wrong-type",
+            "/memory/0/writable",
+            bytes("yes"),
+            "memory[0].writable: invalid fixture JSON: ",
+        ),
+        (
+            "negative-cpu",
+            "/cpu",
+            Some(Value::from(-1)),
+            "json: cpu: invalid fixture JSON: ",
+        ),
+        (
+            "number-reg",
+            "/entry/regs/rax",
+            Some(Value::from(5)),
+            "entry.regs.rax: invalid fixture JSON: ",
+        ),
+        (
+            "missing-nested",
+            "/descriptor/abort_ip",
+            None,
+            "descriptor.abort_ip: invalid fixture JSON: missing field",
+        ),
+        (
+            "unknown-nested",
+            "/expect/memory/1/extra",
+            Some(Value::from(1)),
+            "expect.memory[1].extra: invalid fixture JSON: unknown field",
+        ),
+        (
+            "wrong-version",
+            "/version",
+            Some(Value::from(2)),
+            "version: is 2, this rseq-emu reads version 1",
+        ),
+        (
+            "wrong-format",
+            "/format",
+            bytes("rseq-emu-fixtures"),
+            "format: is",
+        ),
+        (
+            "odd-hex",
+            "/code/bytes",
+            bytes("4889c"),
+            "code.bytes: byte string has an odd number",
+        ),
+        (
+            "area-outside",
+            "/rseq_area",
+            bytes("0x7f3a"),
+            "rseq_area: 0x7f3a",
+        ),
+        // Addresses at the top of the address space: a clear error, no
+        // arithmetic overflow.
+        (
+            "code-wraps",
+            "/code/address",
+            bytes("0xfffffffffffffffe"),
+            "code",
+        ),
+        (
+            "area-wraps",
+            "/rseq_area",
+            bytes("0xfffffffffffffff0"),
+            "rseq_area: 0xfffffffffffffff0",
+        ),
+        (
+            "region-wraps",
+            "/memory/0/address",
+            bytes("0xfffffffffffffff0"),
+            "memory[0]",
+        ),
+    ];
+    for (tag, at, value, field) in cases {
+        expect_error(tag, &edit(&base, at, value), field);
+    }
 
     let d = tmpdir("not-json");
     let p = d.join("not-json.json");
