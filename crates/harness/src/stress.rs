@@ -692,6 +692,12 @@ struct ModeReport {
 
 /// Run the stress workload.
 pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
+    if a.seconds == Some(0) {
+        return Err("--seconds must be at least 1".into());
+    }
+    if a.ops == Some(0) {
+        return Err("--ops must be at least 1".into());
+    }
     let seqs = seqs()?;
     let ncpu = std::thread::available_parallelism()?.get();
     let nids = cpu_ids();
@@ -801,9 +807,11 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
             for t in tids.iter() {
                 let t = t.load(Ordering::Relaxed) as libc::pid_t;
                 if t != 0 {
-                    // SAFETY: tgkill to a thread of this process.
-                    unsafe { libc::syscall(libc::SYS_tgkill, pid, t, libc::SIGUSR1) };
-                    signals += 1;
+                    // SAFETY: tgkill to a thread of this process (its
+                    // handler is installed; the workers are joined only
+                    // after the storm stops, so the tid is still theirs).
+                    let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, t, libc::SIGUSR1) };
+                    signals += u64::from(r == 0);
                 }
             }
             std::thread::sleep(Duration::from_micros(a.signal_us));
@@ -846,55 +854,20 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     if !errors.is_empty() {
         return Err(format!("stress workers failed: {}", errors.join("; ")).into());
     }
-    // Counters: expected (weighted per mode) vs. the per-CPU sums.
-    let expected = per_mode.iter().fold(0u64, |acc, r| {
-        acc.wrapping_add(r.stats.adds.wrapping_mul(WEIGHTS[r.mode as usize]))
-    });
-    let actual = slots.iter().fold(0u64, |acc, s| {
-        acc.wrapping_add(s.count.load(Ordering::Relaxed))
-    });
-    let diff = per_mode_diff(expected.wrapping_sub(actual));
+    let adds: Vec<(Mode, u64)> = per_mode.iter().map(|r| (r.mode, r.stats.adds)).collect();
+    let diff = counter_diff(&adds, &slots);
     for r in per_mode.iter_mut() {
         r.lost_updates = diff[r.mode as usize];
     }
-    // Nodes: every node exactly once across the lists and the pools.
-    let base = nodes.as_ptr() as u64;
-    let size = std::mem::size_of::<Node>() as u64;
-    let mut seen = vec![0u32; nodes.len()];
-    let mut stray = 0u64;
-    let mut mark = |p: u64, seen: &mut Vec<u32>| {
-        if p < base || !(p - base).is_multiple_of(size) || (p - base) / size >= nodes.len() as u64 {
-            stray += 1;
-            return false;
-        }
-        seen[((p - base) / size) as usize] += 1;
-        true
-    };
-    for s in slots.iter() {
-        let mut p = s.head.load(Ordering::Relaxed);
-        let mut steps = 0;
-        while p != 0 && steps <= nodes.len() {
-            if !mark(p, &mut seen) {
-                break;
-            }
-            p = nodes[((p - base) / size) as usize]
-                .next
-                .load(Ordering::Relaxed);
-            steps += 1;
-        }
-    }
-    for pool in &pools {
-        for &p in pool {
-            mark(p, &mut seen);
-        }
-    }
-    let lost = seen.iter().filter(|&&c| c == 0).count();
-    let dup = seen.iter().filter(|&&c| c > 1).count();
-    for (i, n) in nodes.iter().enumerate() {
-        if n.id != i as u64 {
-            stray += 1;
-        }
-    }
+    let heads: Vec<u64> = slots
+        .iter()
+        .map(|s| s.head.load(Ordering::Relaxed))
+        .collect();
+    let NodeCheck {
+        lost,
+        duplicated: dup,
+        stray,
+    } = check_nodes(&nodes, &heads, &pools);
     let refused: u64 = per_mode.iter().map(|r| r.stats.refused).sum();
     let total: u64 = per_mode.iter().map(|r| r.stats.completions).sum();
     let counters_exact = diff == [0, 0, 0];
@@ -963,6 +936,73 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     })
 }
 
+/// Per-mode lost updates (expected minus actual, per [`WEIGHTS`]) of the
+/// per-CPU counters in `slots`, given the adds each mode completed.
+fn counter_diff(adds: &[(Mode, u64)], slots: &[Slot]) -> [i64; 3] {
+    let expected = adds.iter().fold(0u64, |acc, &(m, n)| {
+        acc.wrapping_add(n.wrapping_mul(WEIGHTS[m as usize]))
+    });
+    let actual = slots.iter().fold(0u64, |acc, s| {
+        acc.wrapping_add(s.count.load(Ordering::Relaxed))
+    });
+    per_mode_diff(expected.wrapping_sub(actual))
+}
+
+/// What the end-of-run walk found: nodes in no list and no pool, nodes
+/// found more than once, and pointers that are no node of the array.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct NodeCheck {
+    lost: usize,
+    duplicated: usize,
+    stray: u64,
+}
+
+/// Walk every list (`heads`, through `next`) and every pool: each node of
+/// `nodes` must be found exactly once. A walk stops at a stray pointer and
+/// after `nodes.len()` steps (a cycle shows up as duplicates).
+fn check_nodes(nodes: &[Node], heads: &[u64], pools: &[Vec<u64>]) -> NodeCheck {
+    let base = nodes.as_ptr() as u64;
+    let size = std::mem::size_of::<Node>() as u64;
+    let index = |p: u64| -> Option<usize> {
+        let off = p.checked_sub(base)?;
+        (off.is_multiple_of(size) && off / size < nodes.len() as u64)
+            .then_some((off / size) as usize)
+    };
+    let mut seen = vec![0u32; nodes.len()];
+    let mut stray = 0u64;
+    let mut mark = |p: u64| -> Option<usize> {
+        let i = index(p);
+        match i {
+            Some(i) => seen[i] += 1,
+            None => stray += 1,
+        }
+        i
+    };
+    for &head in heads {
+        let mut p = head;
+        let mut steps = 0;
+        while p != 0 && steps <= nodes.len() {
+            let Some(i) = mark(p) else { break };
+            p = nodes[i].next.load(Ordering::Relaxed);
+            steps += 1;
+        }
+    }
+    for &p in pools.iter().flatten() {
+        mark(p);
+    }
+    // A node whose id changed was overwritten by someone.
+    stray += nodes
+        .iter()
+        .enumerate()
+        .filter(|&(i, n)| n.id != i as u64)
+        .count() as u64;
+    NodeCheck {
+        lost: seen.iter().filter(|&&c| c == 0).count(),
+        duplicated: seen.iter().filter(|&&c| c > 1).count(),
+        stray,
+    }
+}
+
 /// `a / b`, 0 when `b` is 0.
 pub(crate) fn frac(a: u64, b: u64) -> f64 {
     if b == 0 {
@@ -975,6 +1015,77 @@ pub(crate) fn frac(a: u64, b: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nodes(n: usize) -> Vec<Node> {
+        (0..n)
+            .map(|i| Node {
+                next: AtomicU64::new(0),
+                id: i as u64,
+            })
+            .collect()
+    }
+
+    fn addr(nodes: &[Node], i: usize) -> u64 {
+        &nodes[i] as *const Node as u64
+    }
+
+    /// Nodes 0 -> 1 -> 2 in one list, 3 in a pool: a correct state.
+    fn linked() -> Vec<Node> {
+        let v = nodes(4);
+        v[0].next.store(addr(&v, 1), Ordering::Relaxed);
+        v[1].next.store(addr(&v, 2), Ordering::Relaxed);
+        v
+    }
+
+    #[test]
+    fn node_check_passes_a_correct_state_and_fails_corrupted_ones() {
+        let v = linked();
+        let ok = check_nodes(&v, &[addr(&v, 0), 0], &[vec![addr(&v, 3)]]);
+        assert_eq!(ok, NodeCheck::default());
+        // A node lost: the pool forgot node 3.
+        let c = check_nodes(&v, &[addr(&v, 0)], &[vec![]]);
+        assert_eq!(c.lost, 1, "{c:?}");
+        // A node in a list and in a pool.
+        let c = check_nodes(&v, &[addr(&v, 0)], &[vec![addr(&v, 3), addr(&v, 1)]]);
+        assert_eq!(c.duplicated, 1, "{c:?}");
+        // A cycle 2 -> 0: bounded walk, duplicates.
+        v[2].next.store(addr(&v, 0), Ordering::Relaxed);
+        let c = check_nodes(&v, &[addr(&v, 0)], &[vec![addr(&v, 3)]]);
+        assert!(c.duplicated > 0, "{c:?}");
+        // A stray pointer (inside a node, not at its start) ends the walk.
+        v[2].next.store(addr(&v, 1) + 8, Ordering::Relaxed);
+        let c = check_nodes(&v, &[addr(&v, 0)], &[vec![addr(&v, 3)]]);
+        assert_eq!(c.stray, 1, "{c:?}");
+        // An overwritten node.
+        let mut w = linked();
+        w[3].id = 7;
+        let c = check_nodes(&w, &[addr(&w, 0)], &[vec![addr(&w, 3)]]);
+        assert_eq!(c.stray, 1, "{c:?}");
+    }
+
+    #[test]
+    fn counter_check_finds_lost_and_extra_updates_per_mode() {
+        let slots: Vec<Slot> = (0..2)
+            .map(|_| Slot {
+                count: AtomicU64::new(0),
+                head: AtomicU64::new(0),
+            })
+            .collect();
+        let adds = [(Mode::Native, 3), (Mode::Auto, 2), (Mode::Always, 1)];
+        // Exact: every add landed on some CPU's counter.
+        slots[0]
+            .count
+            .store(2 * WEIGHTS[0] + WEIGHTS[1], Ordering::Relaxed);
+        slots[1]
+            .count
+            .store(WEIGHTS[0] + WEIGHTS[1] + WEIGHTS[2], Ordering::Relaxed);
+        assert_eq!(counter_diff(&adds, &slots), [0, 0, 0]);
+        // One auto add lost, one always add applied twice.
+        slots[1]
+            .count
+            .store(WEIGHTS[0] + 2 * WEIGHTS[2], Ordering::Relaxed);
+        assert_eq!(counter_diff(&adds, &slots), [0, 1, -1]);
+    }
 
     #[test]
     fn per_mode_diff_roundtrip() {
