@@ -361,6 +361,11 @@ fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<
     Ok(t)
 }
 
+/// Longest run per mode accepted (a day).
+const MAX_SECONDS: f64 = 86_400.0;
+/// Largest copy accepted (1 GiB; source and destination are allocated).
+const MAX_BYTES: usize = 1 << 30;
+
 /// Run the livelock workload.
 pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     if let Some(t) = a.threshold {
@@ -369,8 +374,11 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     if a.interval_us == 0 {
         return Err("--interval-us must be at least 1".into());
     }
-    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
-        return Err("--seconds must be positive".into());
+    if !(a.seconds > 0.0 && a.seconds <= MAX_SECONDS) {
+        return Err(format!("--seconds must be positive and at most {MAX_SECONDS}").into());
+    }
+    if a.bytes > MAX_BYTES {
+        return Err(format!("--bytes must be at most {MAX_BYTES}").into());
     }
     install_handler()?;
     let interval = Duration::from_micros(a.interval_us);
