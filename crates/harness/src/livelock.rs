@@ -25,8 +25,8 @@
 //! Exit status 1 when a completed copy was wrong or the `engine` mode
 //! completed nothing.
 
-use crate::stress::{frac, RET_ABORT};
-use rseq_emu_runtime::{abort, policy, registration, rseq_emu_asm_define_abort};
+use crate::stress::{frac, percpu_seq, RET_ABORT};
+use rseq_emu_runtime::{abort, policy, registration};
 use std::error::Error;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,139 +77,49 @@ impl LMode {
     }
 }
 
-/// What the section reads (pointer in rdi). Layout fixed for the asm.
+/// What the section reads (pointer in rdx). Layout fixed for the asm.
 #[repr(C)]
 struct Job {
-    /// 0: the rseq area.
-    area: u64,
-    /// 8: source.
+    /// 0: source.
     src: u64,
-    /// 16: destination.
+    /// 8: destination.
     dst: u64,
-    /// 24: bytes to copy.
+    /// 16: bytes to copy.
     len: u64,
-    /// 32: where the commit stores `seq`.
+    /// 24: where the commit stores `seq`.
     done: u64,
-    /// 40: the operation number.
+    /// 32: the operation number.
     seq: u64,
-    /// 48: the CPU the section must run on.
-    cpu: u32,
 }
 
-// copy(job rdi) -> 0 | RET_ABORT. Loads the area before the section (rdx),
-// checks the CPU, copies `len` bytes one at a time, commits `seq` to `done`.
-std::arch::global_asm!(
-    r#"
-    .pushsection __rseq_cs, "aw"
-    .balign 32
-    .globl rseq_emu_livelock_copy_cs
-rseq_emu_livelock_copy_cs:
-    .long 0, 0
-    .quad rseq_emu_livelock_copy_start, rseq_emu_livelock_copy_post - rseq_emu_livelock_copy_start, rseq_emu_livelock_copy_abort
-    .popsection
-    .pushsection __rseq_cs_ptr_array, "aw"
-    .quad rseq_emu_livelock_copy_cs
-    .popsection
-    .text
-    .globl rseq_emu_livelock_copy
-    .type rseq_emu_livelock_copy, @function
-    .p2align 4
-rseq_emu_livelock_copy:
-    mov (%rdi), %rdx
-    lea rseq_emu_livelock_copy_cs(%rip), %rax
-    mov %rax, 8(%rdx)
-rseq_emu_livelock_copy_start:
-    mov 48(%rdi), %eax
-    cmp 4(%rdx), %eax
-    jne rseq_emu_livelock_copy_abort
-    mov 8(%rdi), %rsi
-    mov 16(%rdi), %rcx
-    mov 24(%rdi), %r8
-    mov $0, %r9d
-    test %r8, %r8
-    jz rseq_emu_livelock_copy_commit
-rseq_emu_livelock_copy_loop:
-    movzbl (%rsi,%r9), %r10d
-    mov %r10b, (%rcx,%r9)
-    inc %r9
-    cmp %r8, %r9
-    jb rseq_emu_livelock_copy_loop
-rseq_emu_livelock_copy_commit:
-    mov 32(%rdi), %r11
-    mov 40(%rdi), %r10
-    mov %r10, (%r11)
-rseq_emu_livelock_copy_post:
-    xor %eax, %eax
-    ret
-    .long 0x53053053
-rseq_emu_livelock_copy_abort:
-    mov $1, %eax
-    ret
-    .size rseq_emu_livelock_copy, . - rseq_emu_livelock_copy
-"#,
-    options(att_syntax)
-);
-
-extern "C" {
-    fn rseq_emu_livelock_copy(job: *mut Job) -> u64;
-}
-
-/// The same copy as inline `asm!` whose abort handler is the runtime's
-/// `rseq_emu_asm_define_abort!`: on an abort the stub asks the engine
-/// (policy `auto`: from the threshold-th consecutive abort on), which
-/// emulates the section and commits it natively, then resumes after the
-/// commit; or answers native retry (RET_ABORT, the caller retries).
-#[inline(never)]
-fn engine_copy(job: &Job) -> u64 {
-    let r: u64;
-    // SAFETY: an rseq critical section on this thread's registered area;
-    // `job` points at live buffers of `len` bytes and at `done`.
-    unsafe {
-        std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 1f, 2f - 1f, 4f",
-            ".popsection",
-            "lea 3b(%rip), %rax",
-            "mov %rax, 8({area})",
-            "1:",
-            "cmp 4({area}), {cpu:e}",
-            "jne 4f",
-            "mov $0, {i:e}",
-            "test {len}, {len}",
-            "jz 8f",
-            "7:",
-            "movzbl ({src},{i}), {b:e}",
-            "mov {b:l}, ({dst},{i})",
-            "inc {i}",
-            "cmp {len}, {i}",
-            "jb 7b",
-            "8:",
-            "mov {seq}, ({done})",
-            "2:",
-            "xor {r:e}, {r:e}",
-            "jmp 6f",
-            rseq_emu_asm_define_abort!("4", "", "5f"),
-            "5:",
-            "mov $1, {r:e}",
-            "6:",
-            area = in(reg) job.area,
-            cpu = in(reg) job.cpu,
-            src = in(reg) job.src,
-            dst = in(reg) job.dst,
-            len = in(reg) job.len,
-            done = in(reg) job.done,
-            seq = in(reg) job.seq,
-            i = out(reg) _,
-            b = out(reg) _,
-            r = lateout(reg) r,
-            out("rax") _,
-            options(att_syntax),
-        );
-    }
-    r
+percpu_seq! {
+    /// Copy `job.len` bytes from `job.src` to `job.dst` one at a time, then
+    /// commit `job.seq` to `job.done`, on `cpu`: 0 or RET_ABORT. Every
+    /// register the section writes is loaded inside it (no entry register
+    /// is modified: the engine accepts it without a teardown).
+    fn native_copy / engine_copy,
+    (job: *const Job => "rdx")
+    clobbers("rcx", "r8", "r9", "r10", "r11")
+    [
+        "mov (%rdx), %r10",
+        "mov 8(%rdx), %rcx",
+        "mov 16(%rdx), %r8",
+        "mov $0, %r9d",
+        "test %r8, %r8",
+        "jz 8f",
+        "7:",
+        "movzbl (%r10,%r9), %r11d",
+        "mov %r11b, (%rcx,%r9)",
+        "inc %r9",
+        "cmp %r8, %r9",
+        "jb 7b",
+        "8:",
+        "mov 24(%rdx), %r11",
+        "mov 32(%rdx), %r10",
+        "mov %r10, (%r11)",
+        "2:",
+        "xor %eax, %eax",
+    ]
 }
 
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
@@ -293,18 +203,23 @@ struct Tally {
 
 /// Run `mode` for `secs` on the calling thread.
 fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<Tally, String> {
-    let area = registration::area().map_err(|e| e.to_string())? as u64;
+    let area = registration::area()
+        .map_err(|e| e.to_string())?
+        .cast::<u8>();
     let mut src: Vec<u8> = (0..bytes.max(8)).map(|i| (i * 7 + 3) as u8).collect();
     let mut dst = vec![0u8; src.len()];
     let done = AtomicU64::new(0);
     let mut job = Job {
-        area,
         src: src.as_mut_ptr() as u64,
         dst: dst.as_mut_ptr() as u64,
         len: bytes as u64,
         done: done.as_ptr() as u64,
         seq: 0,
-        cpu: 0,
+    };
+    let copy = if mode == LMode::Engine {
+        engine_copy
+    } else {
+        native_copy
     };
     policy::set_mode(if mode == LMode::Engine {
         policy::Mode::Auto
@@ -329,15 +244,11 @@ fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<
             if Instant::now() >= deadline {
                 break 'ops;
             }
-            job.cpu = registration::current_cpu().map_err(|e| e.to_string())?;
+            let cpu = registration::current_cpu().map_err(|e| e.to_string())?;
             t.attempts += 1;
-            let r = if mode == LMode::Engine {
-                engine_copy(&job)
-            } else {
-                // SAFETY: `job` points at live buffers of `len` bytes and
-                // at `done`; `area` is this thread's rseq registration.
-                unsafe { rseq_emu_livelock_copy(&mut job) }
-            };
+            // SAFETY: `job` points at live buffers of `len` bytes and at
+            // `done`; `area` is this thread's rseq registration.
+            let r = unsafe { copy(area, cpu, &job) };
             if r != RET_ABORT {
                 break;
             }

@@ -18,7 +18,7 @@
 use rseq_emu_core::RseqCs;
 use rseq_emu_runtime::engine::{self, Answer, Why};
 use rseq_emu_runtime::section::{self, Section};
-use rseq_emu_runtime::{abort, policy, registration, rseq_emu_asm_define_abort};
+use rseq_emu_runtime::{abort, policy, registration};
 use rseq_emu_x86_64::{reg, X86State};
 use std::error::Error;
 use std::process::ExitCode;
@@ -87,6 +87,30 @@ impl Seq {
         Ok(Seq { cs, section })
     }
 
+    /// The section of the native function at `f` (a `percpu_seq!`
+    /// function): the descriptor of this binary's `__rseq_cs` whose
+    /// start_ip is the first at or after `f` (the function's only section
+    /// starts after a two-instruction prologue).
+    fn of_native(f: *const ()) -> Result<Seq, String> {
+        let f = f as u64;
+        let read = |d: u64| {
+            // SAFETY: `linked_descriptors` lists 32-byte descriptors of
+            // this binary's `__rseq_cs` section.
+            RseqCs::from_bytes(unsafe { &*(d as *const [u8; 32]) })
+        };
+        let (start, desc) = section::linked_descriptors()
+            .into_iter()
+            .map(|d| (read(d).start_ip, d))
+            .filter(|&(start, _)| start >= f)
+            .min()
+            .ok_or_else(|| format!("no rseq descriptor after {f:#x}"))?;
+        if start - f > 64 {
+            return Err(format!("no rseq section at the start of {f:#x}"));
+        }
+        // SAFETY: `desc` is one of the descriptors read above.
+        unsafe { Seq::from_descriptor(desc as *const u8) }
+    }
+
     /// Complete the sequence through the engine (the `always` mode): the
     /// runtime emulates the section's own instructions from the entry
     /// registers `regs` against its logged view of this process and
@@ -125,112 +149,154 @@ impl Seq {
     }
 }
 
-// The stress sequences, librseq style (x86_64, AT&T). Each writes its
+// The stress sequences, librseq style (x86_64, AT&T): each writes its
 // descriptor to the rseq area's `rseq_cs`, checks the CPU inside the section
-// and commits with its last instruction; the abort handler follows the
-// signature glibc registered (0x53053053) and returns RET_ABORT.
+// and commits with its last instruction. Arguments in fixed registers, the
+// same for the native run and for the engine's entry state (`always`):
+// rdi = the rseq area, esi = the cpu, then rdx, rcx, r8; result in rax.
 //
-// addv(area rdi, cpu esi, v rdx, count rcx) -> 0 | RET_ABORT
-// push(area rdi, cpu esi, head rdx, expect rcx, node r8) -> 0 | RET_ABORT | 2 (head != expect)
-// pop(area rdi, cpu esi, head rdx) -> node | 0 (empty) | RET_ABORT
-std::arch::global_asm!(
-    r#"
-.macro RSEQ_EMU_STRESS_CS name
-    .pushsection __rseq_cs, "aw"
-    .balign 32
-    .globl \name\()_cs
-\name\()_cs:
-    .long 0, 0
-    .quad \name\()_start, \name\()_post - \name\()_start, \name\()_abort
-    .popsection
-    .pushsection __rseq_cs_ptr_array, "aw"
-    .quad \name\()_cs
-    .popsection
-    .text
-    .globl \name
-    .type \name, @function
-    .p2align 4
-.endm
+// Each sequence is written once, as the body after the CPU check, and
+// `percpu_seq!` builds its two functions, which differ only in the abort
+// handler:
+// * native (`native` and, emulated, `always` threads): the signature glibc
+//   registered, then the abort label; returns RET_ABORT, the caller retries;
+// * auto: `rseq_emu_asm_define_abort!`, the runtime's stub. On an abort the
+//   engine either resumes at the exit the emulation reached (post_commit_ip
+//   or another exit of the body) with the emulated registers, or answers
+//   native retry (RET_ABORT).
+//
+// The body's labels: `2:` = post_commit_ip, `6f` = the end (other exits
+// jump there with rax set), `4f` = the abort handler. Labels 1, 3, 5 are
+// the macro's. `livelock` uses the same macro.
 
-    RSEQ_EMU_STRESS_CS rseq_emu_stress_addv
-rseq_emu_stress_addv:
-    lea rseq_emu_stress_addv_cs(%rip), %rax
-    mov %rax, 8(%rdi)
-rseq_emu_stress_addv_start:
-    cmp 4(%rdi), %esi
-    jne rseq_emu_stress_addv_abort
-    add %rcx, (%rdx)
-rseq_emu_stress_addv_post:
-    xor %eax, %eax
-    ret
-    .long 0x53053053
-rseq_emu_stress_addv_abort:
-    mov $1, %eax
-    ret
-    .size rseq_emu_stress_addv, . - rseq_emu_stress_addv
+/// The asm statement of one sequence. `[$abort]`: the
+/// abort handler, which defines `4:` after the signature and ends up at
+/// `5:`; `[$clob]`: the scratch registers; `$reg = $val`: the inputs
+/// (clobbered).
+macro_rules! seq_asm {
+    ([$($abort:tt)*] [$($body:literal),* $(,)?] [$($clob:tt),*] $($reg:tt = $val:expr),*) => {{
+        let r: u64;
+        // SAFETY: an rseq critical section on the calling thread's
+        // registered area (rdi); its other inputs are the caller's contract.
+        unsafe {
+            std::arch::asm!(
+                ".pushsection __rseq_cs, \"aw\"",
+                ".balign 32",
+                "3:",
+                ".long 0, 0",
+                ".quad 1f, 2f - 1f, 4f",
+                ".popsection",
+                "lea 3b(%rip), %rax",
+                "mov %rax, 8(%rdi)",
+                "1:",
+                "cmp 4(%rdi), %esi",
+                "jne 4f",
+                $($body,)*
+                "jmp 6f",
+                $($abort)*
+                "5:",
+                "mov $1, %eax",
+                "6:",
+                $(inout($reg) $val => _,)*
+                out("rax") r,
+                $(out($clob) _,)*
+                options(att_syntax),
+            );
+        }
+        r
+    }};
+}
 
-    RSEQ_EMU_STRESS_CS rseq_emu_stress_push
-rseq_emu_stress_push:
-    lea rseq_emu_stress_push_cs(%rip), %rax
-    mov %rax, 8(%rdi)
-rseq_emu_stress_push_start:
-    cmp 4(%rdi), %esi
-    jne rseq_emu_stress_push_abort
-    cmp %rcx, (%rdx)
-    jne rseq_emu_stress_push_fail
-    mov %r8, (%rdx)
-rseq_emu_stress_push_post:
-    xor %eax, %eax
-    ret
-rseq_emu_stress_push_fail:
-    mov $2, %eax
-    ret
-    .long 0x53053053
-rseq_emu_stress_push_abort:
-    mov $1, %eax
-    ret
-    .size rseq_emu_stress_push, . - rseq_emu_stress_push
+pub(crate) use seq_asm;
 
-    RSEQ_EMU_STRESS_CS rseq_emu_stress_pop
-rseq_emu_stress_pop:
-    lea rseq_emu_stress_pop_cs(%rip), %rax
-    mov %rax, 8(%rdi)
-rseq_emu_stress_pop_start:
-    cmp 4(%rdi), %esi
-    jne rseq_emu_stress_pop_abort
-    mov (%rdx), %rax
-    test %rax, %rax
-    jz rseq_emu_stress_pop_empty
-    mov (%rax), %rcx
-    mov %rcx, (%rdx)
-rseq_emu_stress_pop_post:
-    ret
-rseq_emu_stress_pop_empty:
-    xor %eax, %eax
-    ret
-    .long 0x53053053
-rseq_emu_stress_pop_abort:
-    mov $1, %eax
-    ret
-    .size rseq_emu_stress_pop, . - rseq_emu_stress_pop
-.purgem RSEQ_EMU_STRESS_CS
-"#,
-    options(att_syntax)
-);
+/// A sequence's native and `auto` functions (see above).
+macro_rules! percpu_seq {
+    (
+        $(#[$doc:meta])*
+        $vis:vis fn $native:ident / $auto:ident,
+        ($($arg:ident: $ty:ty => $reg:tt),*)
+        clobbers($($clob:tt),*)
+        $body:tt
+    ) => {
+        $(#[$doc])*
+        /// Native abort handler: returns RET_ABORT.
+        ///
+        /// # Safety
+        /// `area` is the calling thread's rseq registration; the pointers
+        /// are live and, for nodes, owned by the caller until the commit.
+        #[inline(never)]
+        $vis unsafe fn $native(area: *mut u8, cpu: u32, $($arg: $ty),*) -> u64 {
+            $crate::stress::seq_asm!(
+                [".long 0x53053053", "4:",]
+                $body
+                [$($clob),*]
+                "rdi" = area, "rsi" = u64::from(cpu) $(, $reg = $arg)*
+            )
+        }
 
-extern "C" {
-    fn rseq_emu_stress_addv(area: *mut u8, cpu: u32, v: *const AtomicU64, count: u64) -> u64;
-    pub(crate) fn rseq_emu_stress_push(
-        area: *mut u8,
-        cpu: u32,
-        head: *const AtomicU64,
-        expect: u64,
-        node: u64,
-    ) -> u64;
-    fn rseq_emu_stress_pop(area: *mut u8, cpu: u32, head: *const AtomicU64) -> u64;
-    static rseq_emu_stress_addv_cs: u8;
-    static rseq_emu_stress_push_cs: u8;
-    static rseq_emu_stress_pop_cs: u8;
+        $(#[$doc])*
+        /// The runtime's abort handler: the engine, or RET_ABORT.
+        ///
+        /// # Safety
+        /// As for the native function.
+        #[inline(never)]
+        unsafe fn $auto(area: *mut u8, cpu: u32, $($arg: $ty),*) -> u64 {
+            $crate::stress::seq_asm!(
+                [rseq_emu_runtime::rseq_emu_asm_define_abort!("4", "", "5f"),]
+                $body
+                [$($clob),*]
+                "rdi" = area, "rsi" = u64::from(cpu) $(, $reg = $arg)*
+            )
+        }
+    };
+}
+
+pub(crate) use percpu_seq;
+
+percpu_seq! {
+    /// `*v += count` on `cpu`: 0 or RET_ABORT.
+    fn native_addv / auto_addv,
+    (v: *const AtomicU64 => "rdx", count: u64 => "rcx")
+    clobbers()
+    [
+        "add %rcx, (%rdx)",
+        "2:",
+        "xor %eax, %eax",
+    ]
+}
+
+percpu_seq! {
+    /// `if (*head == expect) *head = node` on `cpu`: 0, 2 (`*head !=
+    /// expect`) or RET_ABORT.
+    pub(crate) fn native_push / auto_push,
+    (head: *const AtomicU64 => "rdx", expect: u64 => "rcx", node: u64 => "r8")
+    clobbers()
+    [
+        "cmp %rcx, (%rdx)",
+        "jne 7f",
+        "mov %r8, (%rdx)",
+        "2:",
+        "xor %eax, %eax",
+        "jmp 6f",
+        "7:",
+        "mov $2, %eax",
+    ]
+}
+
+percpu_seq! {
+    /// Pop the first node of `head`'s list on `cpu`: the node, 0 (empty)
+    /// or RET_ABORT.
+    fn native_pop / auto_pop,
+    (head: *const AtomicU64 => "rdx")
+    clobbers("r9")
+    [
+        "mov (%rdx), %rax",
+        "test %rax, %rax",
+        "jz 6f",
+        "mov (%rax), %r9",
+        "mov %r9, (%rdx)",
+        "2:",
+    ]
 }
 
 /// The stress sequences as the engine knows them.
@@ -245,15 +311,11 @@ pub(crate) struct Seqs {
 pub(crate) fn seqs() -> Result<&'static Seqs, String> {
     static S: OnceLock<Result<Seqs, String>> = OnceLock::new();
     S.get_or_init(|| {
-        // SAFETY: the three descriptors are emitted above and describe code
-        // of this binary.
-        unsafe {
-            Ok(Seqs {
-                addv: Seq::from_descriptor(&rseq_emu_stress_addv_cs)?,
-                push: Seq::from_descriptor(&rseq_emu_stress_push_cs)?,
-                pop: Seq::from_descriptor(&rseq_emu_stress_pop_cs)?,
-            })
-        }
+        Ok(Seqs {
+            addv: Seq::of_native(native_addv as *const ())?,
+            push: Seq::of_native(native_push as *const ())?,
+            pop: Seq::of_native(native_pop as *const ())?,
+        })
     })
     .as_ref()
     .map_err(|e| e.clone())
@@ -352,137 +414,6 @@ struct Node {
 
 const NODES_PER_THREAD: usize = 64;
 
-// The same three sequences as inline `asm!` whose abort handler is the
-// runtime's `rseq_emu_asm_define_abort!` (the `auto` threads): on an abort
-// the stub asks the engine, which either resumes at the exit the emulation
-// reached (post_commit_ip, or the push's failure / the pop's empty exit)
-// with the emulated registers, or answers native retry (label 5: the
-// function returns RET_ABORT and the caller retries).
-
-/// `auto` addv: 0 or RET_ABORT.
-#[inline(never)]
-fn auto_addv(area: *mut u8, cpu: u32, v: *const AtomicU64, count: u64) -> u64 {
-    let r: u64;
-    // SAFETY: an rseq critical section on this thread's registered area;
-    // `v` is a live per-CPU counter.
-    unsafe {
-        std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 1f, 2f - 1f, 4f",
-            ".popsection",
-            "lea 3b(%rip), %rax",
-            "mov %rax, 8({area})",
-            "1:",
-            "cmp 4({area}), {cpu:e}",
-            "jne 4f",
-            "add {count}, ({v})",
-            "2:",
-            "xor {r:e}, {r:e}",
-            "jmp 6f",
-            rseq_emu_asm_define_abort!("4", "", "5f"),
-            "5:",
-            "mov $1, {r:e}",
-            "6:",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            count = in(reg) count,
-            v = in(reg) v,
-            r = lateout(reg) r,
-            out("rax") _,
-            options(att_syntax),
-        );
-    }
-    r
-}
-
-/// `auto` push: 0, 2 (head != expect) or RET_ABORT.
-#[inline(never)]
-fn auto_push(area: *mut u8, cpu: u32, head: *const AtomicU64, expect: u64, node: u64) -> u64 {
-    let r: u64;
-    // SAFETY: as for `auto_addv`; `node` is owned by the caller until the
-    // commit publishes it.
-    unsafe {
-        std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 1f, 2f - 1f, 4f",
-            ".popsection",
-            "lea 3b(%rip), %rax",
-            "mov %rax, 8({area})",
-            "1:",
-            "cmp 4({area}), {cpu:e}",
-            "jne 4f",
-            "cmp {expect}, ({head})",
-            "jne 7f",
-            "mov {node}, ({head})",
-            "2:",
-            "xor {r:e}, {r:e}",
-            "jmp 6f",
-            "7:",
-            "mov $2, {r:e}",
-            "jmp 6f",
-            rseq_emu_asm_define_abort!("4", "", "5f"),
-            "5:",
-            "mov $1, {r:e}",
-            "6:",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            head = in(reg) head,
-            expect = in(reg) expect,
-            node = in(reg) node,
-            r = lateout(reg) r,
-            out("rax") _,
-            options(att_syntax),
-        );
-    }
-    r
-}
-
-/// `auto` pop: the node, 0 (empty) or RET_ABORT.
-#[inline(never)]
-fn auto_pop(area: *mut u8, cpu: u32, head: *const AtomicU64) -> u64 {
-    let r: u64;
-    // SAFETY: as for `auto_addv`; the list holds only live nodes.
-    unsafe {
-        std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 1f, 2f - 1f, 4f",
-            ".popsection",
-            "lea 3b(%rip), %rax",
-            "mov %rax, 8({area})",
-            "1:",
-            "cmp 4({area}), {cpu:e}",
-            "jne 4f",
-            "mov ({head}), %rax",
-            "test %rax, %rax",
-            "jz 6f",
-            "mov (%rax), {next}",
-            "mov {next}, ({head})",
-            "2:",
-            "jmp 6f",
-            rseq_emu_asm_define_abort!("4", "", "5f"),
-            "5:",
-            "mov $1, %eax",
-            "6:",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            head = in(reg) head,
-            next = out(reg) _,
-            out("rax") r,
-            options(att_syntax),
-        );
-    }
-    r
-}
-
 /// A worker's state.
 struct Worker {
     mode: Mode,
@@ -543,13 +474,10 @@ impl Worker {
         let e = self.run(
             &s.addv,
             |area, cpu| {
-                let r = if auto {
-                    auto_addv(area, cpu, slot(cpu), count)
-                } else {
-                    // SAFETY: `area` is this thread's registration; the
-                    // slot is a live AtomicU64.
-                    unsafe { rseq_emu_stress_addv(area, cpu, slot(cpu), count) }
-                };
+                let f = if auto { auto_addv } else { native_addv };
+                // SAFETY: `area` is this thread's registration; the slot
+                // is a live AtomicU64.
+                let r = unsafe { f(area, cpu, slot(cpu), count) };
                 if r == 0 {
                     Exit::Post(0)
                 } else {
@@ -581,13 +509,10 @@ impl Worker {
                     let head = &slots[cpu as usize].head;
                     let expect = head.load(Ordering::Relaxed);
                     node.next.store(expect, Ordering::Relaxed);
-                    let r = if auto {
-                        auto_push(area, cpu, head, expect, n)
-                    } else {
-                        // SAFETY: as for addv; `node` is owned by this
-                        // thread until the commit publishes it.
-                        unsafe { rseq_emu_stress_push(area, cpu, head, expect, n) }
-                    };
+                    let f = if auto { auto_push } else { native_push };
+                    // SAFETY: as for addv; `node` is owned by this thread
+                    // until the commit publishes it.
+                    let r = unsafe { f(area, cpu, head, expect, n) };
                     match r {
                         0 => Exit::Post(0),
                         2 => Exit::Other(2),
@@ -621,12 +546,9 @@ impl Worker {
             &s.pop,
             |area, cpu| {
                 let head = &slots[cpu as usize].head;
-                let r = if auto {
-                    auto_pop(area, cpu, head)
-                } else {
-                    // SAFETY: as for addv.
-                    unsafe { rseq_emu_stress_pop(area, cpu, head) }
-                };
+                let f = if auto { auto_pop } else { native_pop };
+                // SAFETY: as for addv; the lists hold only live nodes.
+                let r = unsafe { f(area, cpu, head) };
                 match r {
                     RET_ABORT => Exit::Abort,
                     0 => Exit::Other(0),
@@ -1100,9 +1022,16 @@ mod tests {
     #[test]
     fn sequences_decode_and_are_emulable() {
         let s = seqs().unwrap();
-        for q in [&s.addv, &s.push, &s.pop] {
+        let fns = [
+            native_addv as *const () as u64,
+            native_push as *const () as u64,
+            native_pop as *const () as u64,
+        ];
+        for (q, f) in [&s.addv, &s.push, &s.pop].into_iter().zip(fns) {
             assert!(q.cs.contains(q.cs.start_ip));
             assert!(!q.cs.contains(q.cs.abort_ip));
+            // Each native function's own section, found from its address.
+            assert!((f..f + 64).contains(&q.cs.start_ip), "{f:#x}: {:?}", q.cs);
         }
     }
 }
