@@ -7,10 +7,12 @@
 //! * `quiet`: native, no timer (the section's natural rate on this machine);
 //! * `native`: native under the storm, retrying on every abort (what an
 //!   application does without the engine: the section can livelock);
-//! * `engine`: native under the storm; after `policy::threshold()`
-//!   consecutive aborts the abort path hands the section to the engine,
-//!   which emulates the section's own instructions (x86_64 executor) and
-//!   commits natively with signals blocked.
+//! * `engine`: native under the storm, the runtime's abort stub as the
+//!   abort handler, policy `auto` (by default: from the 256th consecutive
+//!   abort, or once consecutive aborts have lasted 50 ms; then at every
+//!   abort while the section stays hot; see docs/runtime.md). The engine
+//!   emulates the section's own instructions (x86_64 executor) and commits
+//!   natively, with signals blocked since the section loops.
 //!
 //! After every completion the destination is compared with the source
 //! (whose first 8 bytes carry the operation number) and the committed word
@@ -25,7 +27,7 @@
 //! Exit status 1 when a completed copy was wrong or the `engine` mode
 //! completed nothing.
 
-use crate::stress::{frac, percpu_seq, RET_ABORT};
+use crate::stress::{frac, install_handler, percpu_seq, RET_ABORT};
 use rseq_emu_runtime::{abort, policy, registration};
 use std::error::Error;
 use std::process::ExitCode;
@@ -52,7 +54,7 @@ pub struct Args {
     modes: Vec<LMode>,
     /// Consecutive native aborts before the engine takes over (default:
     /// the runtime's policy default).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     threshold: Option<u32>,
 }
 
@@ -63,7 +65,7 @@ pub enum LMode {
     Quiet,
     /// Native under the timer storm, retry on abort.
     Native,
-    /// Native under the storm, the engine after the abort threshold.
+    /// Native under the storm, the engine when the `auto` policy engages.
     Engine,
 }
 
@@ -131,20 +133,6 @@ extern "C" fn on_timer(_: libc::c_int) {
 /// The timer signal: counted, SA_RESTART.
 const TIMER_SIG: libc::c_int = libc::SIGUSR2;
 
-fn install_handler() -> std::io::Result<()> {
-    // SAFETY: a zeroed sigaction with a valid handler and an empty mask.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_timer as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(TIMER_SIG, &sa, std::ptr::null_mut()) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// A POSIX timer sending `TIMER_SIG` to the calling thread every
 /// `interval`; deleted on drop.
 struct ThreadTimer(libc::timer_t);
@@ -199,6 +187,13 @@ struct Tally {
     lost: u64,
     signals: u64,
     seconds: f64,
+}
+
+/// Whether a completed operation `seq` is exact: the commit stored `seq`
+/// (`done`) and the destination equals the source (whose first 8 bytes
+/// carry `seq`, so a stale destination differs).
+fn copy_is_exact(done: u64, seq: u64, src: &[u8], dst: &[u8]) -> bool {
+    done == seq && src == dst
 }
 
 /// Run `mode` for `secs` on the calling thread.
@@ -259,7 +254,12 @@ fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<
         let emulated = abort::stats().emulated > before.emulated;
         t.completions += 1;
         t.emulated += u64::from(emulated);
-        if done.load(Ordering::Relaxed) != job.seq || dst[..bytes] != src[..bytes] {
+        if !copy_is_exact(
+            done.load(Ordering::Relaxed),
+            job.seq,
+            &src[..bytes],
+            &dst[..bytes],
+        ) {
             t.lost += 1;
         }
     }
@@ -279,9 +279,6 @@ const MAX_BYTES: usize = 1 << 30;
 
 /// Run the livelock workload.
 pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
-    if let Some(t) = a.threshold {
-        policy::set_threshold(t);
-    }
     if a.interval_us == 0 {
         return Err("--interval-us must be at least 1".into());
     }
@@ -291,7 +288,10 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     if a.bytes > MAX_BYTES {
         return Err(format!("--bytes must be at most {MAX_BYTES}").into());
     }
-    install_handler()?;
+    if let Some(t) = a.threshold {
+        policy::set_threshold(t);
+    }
+    install_handler(TIMER_SIG, on_timer)?;
     let interval = Duration::from_micros(a.interval_us);
     let mut rows = Vec::new();
     for &mode in &a.modes {
@@ -363,4 +363,24 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_check_fails_on_a_wrong_commit_or_a_wrong_byte() {
+        let src: Vec<u8> = (0..64).collect();
+        assert!(copy_is_exact(5, 5, &src, &src.clone()));
+        // The commit stored another operation's number (or none).
+        assert!(!copy_is_exact(4, 5, &src, &src.clone()));
+        assert!(!copy_is_exact(0, 5, &src, &src.clone()));
+        // One byte of the copy missing or torn.
+        for i in [0, 7, 8, 63] {
+            let mut dst = src.clone();
+            dst[i] ^= 1;
+            assert!(!copy_is_exact(5, 5, &src, &dst), "byte {i}");
+        }
+    }
 }

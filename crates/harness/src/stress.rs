@@ -6,10 +6,11 @@
 //! * `native`: the real inline-asm rseq sequences on glibc's registration,
 //!   retrying natively on every abort (what an application does without
 //!   the engine);
-//! * `auto`: the same native sequences; after `policy::threshold()`
-//!   consecutive aborts the abort path hands the sequence to the engine,
-//!   which emulates the very same instruction bytes with the x86_64
-//!   executor and commits natively on the target CPU;
+//! * `auto`: the same sequences with the runtime's abort stub as the abort
+//!   handler; when the `auto` policy engages (`--threshold` consecutive
+//!   aborts, or the runtime's abort-streak and hot-descriptor rules) the
+//!   engine emulates the very same instruction bytes with the x86_64
+//!   executor and commits natively on the CPU the thread runs on;
 //! * `always`: every operation emulated by the engine (the `always` mode).
 //!
 //! At the end: the counters are exact (per mode, see [`WEIGHTS`]) and every
@@ -43,7 +44,7 @@ pub struct Args {
     signal_us: u64,
     /// Consecutive native aborts before an `auto` thread calls the engine
     /// (default: the runtime's policy default).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     threshold: Option<u32>,
 }
 
@@ -329,7 +330,7 @@ pub(crate) fn seqs() -> Result<&'static Seqs, String> {
 pub(crate) enum Mode {
     /// Native sequences, native retry on abort.
     Native,
-    /// Native sequences, the engine after the abort threshold.
+    /// The sequences with the runtime's abort stub (policy `auto`).
     Auto,
     /// Every operation through the engine.
     Always,
@@ -581,12 +582,17 @@ fn tid() -> libc::pid_t {
     unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
 }
 
-/// Install a no-op handler (SA_RESTART) for `sig`.
-pub(crate) fn install_noop_handler(sig: libc::c_int) -> std::io::Result<()> {
+/// Install `handler` (SA_RESTART, nothing blocked) for `sig`. The
+/// workloads never uninstall it: a signal still pending when a storm
+/// stops finds it in place.
+pub(crate) fn install_handler(
+    sig: libc::c_int,
+    handler: extern "C" fn(libc::c_int),
+) -> std::io::Result<()> {
     // SAFETY: a zeroed sigaction with a valid handler and an empty mask.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_sigaction = handler as usize;
         sa.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut sa.sa_mask);
         if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
@@ -628,7 +634,7 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
         policy::set_threshold(t);
     }
     policy::set_mode(policy::Mode::Auto);
-    install_noop_handler(libc::SIGUSR1)?;
+    install_handler(libc::SIGUSR1, on_signal)?;
     let slots: Arc<Vec<Slot>> = Arc::new(
         (0..nids)
             .map(|_| Slot {

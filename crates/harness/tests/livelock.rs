@@ -122,6 +122,7 @@ fn bad_arguments_are_clear_errors() {
         (&["--seconds", "0"][..], "seconds"),
         (&["--seconds", "1e30"][..], "seconds"),
         (&["--bytes", "99999999999"][..], "bytes"),
+        (&["--threshold", "0"][..], "--threshold"),
         (&["--modes", "sometimes"][..], "modes"),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))

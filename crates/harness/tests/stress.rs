@@ -78,6 +78,7 @@ fn bad_arguments_are_clear_errors() {
         (&["--ops", "0"][..], "--ops must be at least 1"),
         (&["--seconds", "0"][..], "--seconds must be at least 1"),
         (&["--signal-us", "soon"][..], "--signal-us"),
+        (&["--threshold", "0"][..], "--threshold"),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))
             .arg("stress")
