@@ -13,7 +13,7 @@
 //!
 //! Every path adds 1 to the same slot; the final value is checked.
 
-use crate::stress::{rseq_emu_stress_push, seqs, Exit};
+use crate::stress::{native_push, seqs, Exit};
 use rseq_emu_runtime::engine::Pinned;
 use rseq_emu_runtime::registration;
 use rseq_emu_x86_64::reg;
@@ -53,7 +53,7 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
         let cpu = registration::current_cpu().unwrap_or(0);
         let cur = slot.load(Ordering::Relaxed);
         // SAFETY: `area` is this thread's registration; `v` is live.
-        if unsafe { rseq_emu_stress_push(area, cpu, v, cur, cur + 1) } == 0 {
+        if unsafe { native_push(area, cpu, v, cur, cur + 1) } == 0 {
             adds += 1;
             break;
         }

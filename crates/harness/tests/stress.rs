@@ -29,6 +29,11 @@ fn mixed_native_and_emulated_threads_are_exact_under_signals() {
     // 5 x 10^6 operations (about a second at most on a loaded 2-core machine in
     // a debug build; the 30 s cap only guards against a hang), a signal
     // to every worker every 20 us, every `auto` abort handed to the engine.
+    // `--threshold 1` is deliberate, not a work-around for an old policy:
+    // these sections are a few instructions long and abort rarely, so the
+    // default (256 consecutive aborts, or a 50 ms abort streak) would
+    // almost never send an `auto` thread's abort to the engine, and the
+    // point here is to mix the stub's completions with native ones.
     let v = stress(&[
         "--ops",
         "5000000",
@@ -68,13 +73,22 @@ fn mixed_native_and_emulated_threads_are_exact_under_signals() {
 
 #[test]
 fn bad_arguments_are_clear_errors() {
-    let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))
-        .args(["stress", "--ops", "many"])
-        .output()
-        .expect("run rseq-emu stress");
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--ops"), "{err}");
+    for (args, needle) in [
+        (&["--ops", "many"][..], "--ops"),
+        (&["--ops", "0"][..], "--ops must be at least 1"),
+        (&["--seconds", "0"][..], "--seconds must be at least 1"),
+        (&["--signal-us", "soon"][..], "--signal-us"),
+        (&["--threshold", "0"][..], "--threshold"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))
+            .arg("stress")
+            .args(args)
+            .output()
+            .expect("run rseq-emu stress");
+        assert!(!o.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
 }
 
 /// `rseq-emu bench` runs the native sequence, the engine without and with a
