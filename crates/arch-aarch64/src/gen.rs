@@ -25,10 +25,11 @@ pub const RO: u64 = DATA + DATA_LEN + 0x1000;
 /// Size of the read-only page.
 pub const RO_LEN: u64 = 0x1000;
 
-/// A small deterministic PRNG (splitmix64) that also picks registers.
+/// The shared seeded PRNG ([`rseq_emu_core::rng::Rng`]) plus the register
+/// pool [`Rng::reg`] picks from.
 #[derive(Clone, Debug)]
 pub struct Rng {
-    state: u64,
+    bits: rseq_emu_core::rng::Rng,
     /// When non-empty, [`Rng::reg`] picks from these registers only (blocks
     /// use a small pool so instructions depend on each other).
     pool: Vec<u32>,
@@ -38,29 +39,25 @@ impl Rng {
     /// A generator from `seed`.
     pub fn new(seed: u64) -> Self {
         Rng {
-            state: seed,
+            bits: rseq_emu_core::rng::Rng::new(seed),
             pool: Vec::new(),
         }
     }
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.bits.next_u64()
     }
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
+        self.bits.below(n)
     }
     /// A random `u32` in `0..n`.
     pub fn u(&mut self, n: u32) -> u32 {
-        self.below(u64::from(n)) as u32
+        self.bits.below_u32(n)
     }
     /// True with probability 1/n.
     pub fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
+        self.bits.one_in(n)
     }
     /// An interesting register value.
     pub fn value(&mut self) -> u64 {
