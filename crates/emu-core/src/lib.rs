@@ -12,6 +12,8 @@
 
 pub mod abi;
 pub mod arch;
+#[doc(hidden)]
+pub mod bench;
 pub mod memory;
 pub mod rng;
 
