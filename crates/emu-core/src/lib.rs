@@ -14,6 +14,8 @@ pub mod abi;
 pub mod arch;
 #[doc(hidden)]
 pub mod bench;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod memory;
 pub mod rng;
 
