@@ -8,7 +8,7 @@
 //! [`BLOCK`], two writable data pages at [`DATA`], an unmapped page, and a
 //! read-only page at [`RO`].
 
-use crate::oracle::{Case, Region, EXIT_BRK, WINDOW_START};
+use crate::oracle::{code_page, Case, Region, WINDOW_START};
 use crate::A64State;
 
 /// The code page.
@@ -128,11 +128,7 @@ pub fn random_state(r: &mut Rng) -> A64State {
 
 /// Build the case for `words` at [`BLOCK`] from `state`, with random data.
 pub fn make_case(r: &mut Rng, words: &[u32], state: A64State) -> Generated {
-    let mut code = EXIT_BRK.to_le_bytes().repeat(1024);
-    let at = (BLOCK - CODE) as usize;
-    for (i, w) in words.iter().enumerate() {
-        code[at + 4 * i..at + 4 * i + 4].copy_from_slice(&w.to_le_bytes());
-    }
+    let code = code_page(words, (BLOCK - CODE) as usize);
     // 64 random words repeated over the data: varied values, cheap to build.
     let fill = r.below(3);
     let pattern: Vec<u8> = (0..64u64)
@@ -150,24 +146,9 @@ pub fn make_case(r: &mut Rng, words: &[u32], state: A64State) -> Generated {
     Generated {
         case: Case {
             regions: vec![
-                Region {
-                    addr: CODE,
-                    bytes: code,
-                    writable: false,
-                    exec: true,
-                },
-                Region {
-                    addr: DATA,
-                    bytes: data,
-                    writable: true,
-                    exec: false,
-                },
-                Region {
-                    addr: RO,
-                    bytes: ro,
-                    writable: false,
-                    exec: false,
-                },
+                Region::code(CODE, code),
+                Region::data(DATA, data),
+                Region::read_only(RO, ro),
             ],
             state,
         },
