@@ -15,29 +15,26 @@ use super::asm::{alu::*, cc, Asm, Label, Mem, Rm};
 use super::native::{build, Built, NativeRegs, DATA, DATA_LEN, STACK_TOP};
 use rseq_emu_core::abi::area;
 
-/// splitmix64: small, seedable, reproducible.
-pub struct Rng(u64);
+/// The shared seeded PRNG ([`rseq_emu_core::rng::Rng`]) with the
+/// pickers the generators use.
+pub struct Rng(rseq_emu_core::rng::Rng);
 
 impl Rng {
     /// Seeded generator.
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(rseq_emu_core::rng::Rng::new(seed))
     }
     /// Next 64 bits.
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in 0..n.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.below(n)
     }
     /// True with probability p/100.
     pub fn pct(&mut self, p: u64) -> bool {
-        self.below(100) < p
+        self.0.pct(p)
     }
     /// An interesting value: boundaries half the time.
     pub fn value(&mut self) -> u64 {
