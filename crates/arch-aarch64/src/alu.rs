@@ -95,11 +95,17 @@ fn operand(sub: bool, y: u64) -> (u64, bool) {
 
 #[inline(always)]
 fn add_sub(st: &mut A64State, sf: bool, s: bool, rd: u8, x: u64, (y, c): (u64, bool)) {
-    let (r, flags) = add_with_carry(sf, x, y, c);
     if s {
+        let (r, flags) = add_with_carry(sf, x, y, c);
         st.nzcv = flags;
+        set(st, rd, r);
+    } else {
+        set(
+            st,
+            rd,
+            trunc(sf, x.wrapping_add(y).wrapping_add(u64::from(c))),
+        );
     }
-    set(st, rd, r);
 }
 
 /// Execute a data-processing [`Kind`]; other kinds are not passed here.

@@ -1,11 +1,14 @@
 //! Branches: every form computes the next pc; bl/blr also write x30.
 
+use rseq_emu_core::Stop;
+
 use crate::exec::{cond_holds, get, set};
 use crate::op::Kind;
 use crate::state::A64State;
 
 /// The next pc after a branch (`next` when not taken); writes x30 for
 /// bl/blr after reading the target register (so `blr x30` works).
+/// The caller has checked a register target with [`register_target_ok`].
 #[inline(always)]
 pub fn target(k: &Kind, st: &mut A64State, next: u64) -> u64 {
     match *k {
@@ -46,14 +49,26 @@ pub fn target(k: &Kind, st: &mut A64State, next: u64) -> u64 {
             }
         }
         Kind::BranchReg { rn, link } => {
-            // EL0 runs with TBI0 set: the top byte of a branch target is
-            // replaced by the sign extension of bit 55 (BranchAddr()).
-            let t = ((get(st, rn) << 8) as i64 >> 8) as u64;
+            let t = get(st, rn);
             if link {
                 set(st, 30, next);
             }
             t
         }
         _ => next,
+    }
+}
+
+/// Whether a br/blr/ret target is reproduced exactly: with a non-zero top
+/// byte, hardware applies TBI (top byte ignore, per TTBR half, kernel
+/// configuration dependent) and qemu does something else again.
+#[inline(always)]
+pub fn register_target_ok(t: u64) -> Result<(), Stop> {
+    if t >> 56 == 0 {
+        Ok(())
+    } else {
+        Err(Stop::Unsupported(
+            "branch to a register holding an address with a non-zero top byte: the pc hardware derives (TBI) is configuration dependent".into(),
+        ))
     }
 }

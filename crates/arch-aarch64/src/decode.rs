@@ -58,6 +58,9 @@ fn no(reason: &str) -> Decoded {
 
 const UNALLOCATED: &str = "unallocated or reserved encoding";
 
+const MISALIGNED: &str =
+    "instruction address not a multiple of 4: hardware raises a PC alignment fault";
+
 /// Decode a raw instruction word at `pc` into a [`Kind`], or the reason it
 /// is not emulated.
 pub fn decode_word(w: u32, pc: u64) -> Decoded {
@@ -577,12 +580,11 @@ fn load_store(w: u32, pc: u64) -> Decoded {
             }
             let load = bit(w, 22);
             return Ok(Kind::Mem {
-                op: if load { MemOp::Load } else { MemOp::Store },
+                op: Access::new(if load { MemOp::Load } else { MemOp::Store }, size as u8),
                 size: size as u8,
                 rt: zr(rt),
                 rn: sp(rn),
-                addr: Addr::Offset(0),
-                ordered: true,
+                addr: Addr::Ordered,
             });
         }
         if bit(w, 23) && !bit(w, 21) {
@@ -608,12 +610,11 @@ fn load_store(w: u32, pc: u64) -> Decoded {
         };
         let target = pc.wrapping_add((sext(bits(w, 23, 5), 19) << 2) as u64);
         return Ok(Kind::Mem {
-            op,
+            op: Access::new(op, size),
             size,
             rt: zr(rt),
             rn: SP,
             addr: Addr::Literal(target),
-            ordered: false,
         });
     }
     // Load/store pair.
@@ -627,12 +628,11 @@ fn load_store(w: u32, pc: u64) -> Decoded {
     let kind = |op: Option<(MemOp, u8)>, addr: Addr| match op {
         None => Ok(Kind::Nop),
         Some((op, size)) => Ok(Kind::Mem {
-            op,
+            op: Access::new(op, size),
             size,
             rt: zr(rt),
             rn: sp(rn),
             addr,
-            ordered: false,
         }),
     };
     if bit(w, 24) {
@@ -677,12 +677,11 @@ fn load_store(w: u32, pc: u64) -> Decoded {
         0b00 => {
             if w & 0x3fff_fc00 == 0x38bf_c000 {
                 return Ok(Kind::Mem {
-                    op: MemOp::Load,
+                    op: Access::new(MemOp::Load, size as u8),
                     size: size as u8,
                     rt: zr(rt),
                     rn: sp(rn),
-                    addr: Addr::Offset(0),
-                    ordered: true,
+                    addr: Addr::Ordered,
                 });
             }
             no("LSE atomic memory operation (ld<op>/st<op>/swp/ldapr variants): cross-CPU semantics the per-CPU commit cannot give")
@@ -785,6 +784,9 @@ impl Aarch64 {
     /// assert!(Aarch64::decode_op(0xc802_7c01, 0x1000).is_err());
     /// ```
     pub fn decode_op(word: u32, pc: u64) -> Result<Op, String> {
+        if pc & 3 != 0 {
+            return Err(MISALIGNED.into());
+        }
         let kind = decode_word(word, pc)?;
         if !yaxpeax_accepts(word) {
             return Err(
@@ -840,11 +842,16 @@ impl Arch for Aarch64 {
                 flow: Flow::default(),
             };
         };
+        let op = if ip & 3 != 0 {
+            Err(MISALIGNED.into())
+        } else {
+            decode_word(word, ip).map(|kind| Op { word, pc: ip, kind })
+        };
         DecodedInsn {
             ip,
             len: 4,
             text: insn.to_string(),
-            op: decode_word(word, ip).map(|kind| Op { word, pc: ip, kind }),
+            op,
             flow: flow(word, ip),
         }
     }

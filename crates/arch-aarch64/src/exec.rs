@@ -72,11 +72,15 @@ pub fn cond_holds(nzcv: u32, cond: u8) -> bool {
 pub fn execute<M: Memory + ?Sized>(op: &Op, st: &mut A64State, m: &mut M) -> Result<(), Stop> {
     let next = op.pc.wrapping_add(4);
     match op.kind {
+        Kind::BranchReg { rn, .. } => {
+            branch::register_target_ok(get(st, rn))?;
+            st.pc = branch::target(&op.kind, st, next);
+            return Ok(());
+        }
         Kind::Branch { .. }
         | Kind::BranchCond { .. }
         | Kind::CompareBranch { .. }
-        | Kind::TestBranch { .. }
-        | Kind::BranchReg { .. } => {
+        | Kind::TestBranch { .. } => {
             st.pc = branch::target(&op.kind, st, next);
             return Ok(());
         }

@@ -25,15 +25,27 @@ pub const RO: u64 = DATA + DATA_LEN + 0x1000;
 /// Size of the read-only page.
 pub const RO_LEN: u64 = 0x1000;
 
-/// A small deterministic PRNG (splitmix64).
+/// A small deterministic PRNG (splitmix64) that also picks registers.
 #[derive(Clone, Debug)]
-pub struct Rng(pub u64);
+pub struct Rng {
+    state: u64,
+    /// When non-empty, [`Rng::reg`] picks from these registers only (blocks
+    /// use a small pool so instructions depend on each other).
+    pool: Vec<u32>,
+}
 
 impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng {
+            state: seed,
+            pool: Vec::new(),
+        }
+    }
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
@@ -73,9 +85,14 @@ impl Rng {
             _ => self.next_u64(),
         }
     }
-    /// A register number 0..=31.
+    /// A register number 0..=31 (from the pool, if one is set).
     pub fn reg(&mut self) -> u32 {
-        self.u(32)
+        if self.pool.is_empty() {
+            self.u(32)
+        } else {
+            let i = self.below(self.pool.len() as u64) as usize;
+            self.pool[i]
+        }
     }
 }
 
@@ -114,25 +131,25 @@ pub fn random_state(r: &mut Rng) -> A64State {
 
 /// Build the case for `words` at [`BLOCK`] from `state`, with random data.
 pub fn make_case(r: &mut Rng, words: &[u32], state: A64State) -> Generated {
-    let mut code = vec![0u8; 4096];
-    for c in code.chunks_mut(4) {
-        c.copy_from_slice(&EXIT_BRK.to_le_bytes());
-    }
+    let mut code = EXIT_BRK.to_le_bytes().repeat(1024);
     let at = (BLOCK - CODE) as usize;
     for (i, w) in words.iter().enumerate() {
         code[at + 4 * i..at + 4 * i + 4].copy_from_slice(&w.to_le_bytes());
     }
-    let mut data = vec![0u8; DATA_LEN as usize];
+    // 64 random words repeated over the data: varied values, cheap to build.
     let fill = r.below(3);
-    for (i, chunk) in data.chunks_mut(8).enumerate() {
-        let v = match fill {
-            0 => r.next_u64(),
-            1 => r.value(),
-            _ => (i as u64).wrapping_mul(0x0101_0101_0101_0101),
-        };
-        chunk.copy_from_slice(&v.to_le_bytes());
-    }
-    let ro: Vec<u8> = (0..RO_LEN).map(|i| (i as u8) ^ 0x5a).collect();
+    let pattern: Vec<u8> = (0..64u64)
+        .flat_map(|i| {
+            let v = match fill {
+                0 => r.next_u64(),
+                1 => r.value(),
+                _ => i.wrapping_mul(0x0101_0101_0101_0101),
+            };
+            v.to_le_bytes()
+        })
+        .collect();
+    let data = pattern.repeat((DATA_LEN / 512) as usize);
+    let ro = [0x5au8, 0xa5, 0x3c, 0xc3].repeat((RO_LEN / 4) as usize);
     Generated {
         case: Case {
             regions: vec![
@@ -191,7 +208,8 @@ impl Ctx<'_> {
     /// mostly aligned; now and then read-only or unmapped memory.
     fn addr(&mut self, size: u64) -> u64 {
         let r = &mut *self.r;
-        match r.below(24) {
+        match r.below(25) {
+            24 => (DATA + r.below(DATA_LEN - size)) | (1 + r.below(255)) << 56, // tagged
             0 => RO + r.below(RO_LEN - size),
             1 => DATA + DATA_LEN + r.below(0x1000) - size / 2,
             2 => DATA - size / 2 - r.below(8),
@@ -353,12 +371,20 @@ const FORMS: &[(&str, u32, Enc)] = &[
     }),
     ("shiftv_div", 4, |c| {
         let opc = [2, 3, 8, 9, 10, 11][c.r.below(6) as usize];
-        (c.r.u(2) << 31)
-            | 0x1ac0_0000
-            | (c.r.reg() << 16)
-            | (opc << 10)
-            | (c.r.reg() << 5)
-            | c.r.reg()
+        let sf = c.r.u(2);
+        let (rm, rn) = (c.r.reg(), c.r.reg());
+        if opc < 4 && rm != rn && rm != 31 && rn != 31 && c.r.one_in(3) {
+            // division edges: by zero, INT_MIN / -1 (both widths)
+            let min = if sf == 1 { 1 << 63 } else { 0x8000_0000 };
+            let (n, m) = match c.r.below(3) {
+                0 => (c.r.value(), 0),
+                1 => (min, u64::MAX),
+                _ => (min | (c.r.next_u64() << 32), 0xffff_ffff),
+            };
+            c.set(rn, n);
+            c.set(rm, m);
+        }
+        (sf << 31) | 0x1ac0_0000 | (rm << 16) | (opc << 10) | (rn << 5) | c.r.reg()
     }),
     ("onesrc", 3, |c| {
         let sf = c.r.u(2);
@@ -458,6 +484,36 @@ const FORMS: &[(&str, u32, Enc)] = &[
         1 => 0xd503_30bf | (c.r.u(16) << 8),
         2 => 0xd503_309f | ((1 + c.r.u(15)) << 8),
         _ => 0xd503_3fdf,
+    }),
+    ("ldr_literal", 2, |c| {
+        // ldr w/x/ldrsw and SIMD s/d/q from a pc-relative literal: mostly
+        // the code page (readable), sometimes the data just past it.
+        let (opc, v) = match c.r.below(6) {
+            0 => (0, 0),
+            1 | 2 => (1, 0),
+            3 => (2, 0),
+            _ => (c.r.u(3), 1),
+        };
+        let words: i64 = if c.r.one_in(4) {
+            ((DATA - c.at) / 4 + c.r.below(0x100)) as i64
+        } else {
+            c.branch_words(19)
+        };
+        let words = words.clamp(-(1 << 18), (1 << 18) - 1);
+        (opc << 30) | 0x1800_0000 | (v << 26) | ((words as u32 & 0x7_ffff) << 5) | c.r.reg()
+    }),
+    ("prfm", 1, |c| {
+        let rn = c.r.reg();
+        c.base(rn, 8, 0);
+        let op = c.r.u(32);
+        match c.r.below(3) {
+            0 => 0xf980_0000 | (c.r.u(64) << 10) | (rn << 5) | op,
+            1 => 0xf880_0000 | ((c.r.u(512)) << 12) | (rn << 5) | op,
+            _ => {
+                let words = c.branch_words(19);
+                0xd800_0000 | ((words as u32 & 0x7_ffff) << 5) | op
+            }
+        }
     }),
     ("ldst_uoff", 6, ldst_uoff),
     ("ldst_simm9", 6, ldst_simm9),
@@ -646,9 +702,39 @@ pub fn random_case(r: &mut Rng) -> Generated {
     let mut words = Vec::with_capacity(n);
     let mut kinds = Vec::with_capacity(n);
     let mut pinned = 0u32;
+    // One case in 12 is a counted loop: `mov counter, #k` at entry, a body,
+    // `subs counter, counter, #1; b.ne body` (the body's registers come from
+    // a pool without the counter; a body that clobbers it anyway runs into
+    // the budget and is skipped).
+    let counter = if n > 1 && r.one_in(3) {
+        let c = r.u(31);
+        st.x[c as usize] = 1 + r.below(5);
+        pinned |= 1 << c;
+        Some(c)
+    } else {
+        None
+    };
+    if let Some(c) = counter {
+        let k = 3 + r.below(4) as usize;
+        r.pool = (0..k).map(|_| r.u(32)).filter(|&x| x != c).collect();
+    } else if n > 1 && r.one_in(2) {
+        // A small register pool (31 = sp/zr included now and then): the
+        // block's instructions feed each other.
+        let k = 3 + r.below(4) as usize;
+        r.pool = (0..k).map(|_| r.u(32)).collect();
+    }
     for i in 0..n {
         if r.one_in(40) {
-            words.push(r.next_u64() as u32);
+            // Never the exception-generating class (svc/hvc/smc/brk/hlt/
+            // udf...): a raw `svc` would make a random system call in the
+            // harness when a case is run without the executor's filter.
+            let w = loop {
+                let w = r.next_u64() as u32;
+                if w >> 24 != 0xd4 {
+                    break w;
+                }
+            };
+            words.push(w);
             kinds.push("raw");
             continue;
         }
@@ -664,6 +750,15 @@ pub fn random_case(r: &mut Rng) -> Generated {
         words.push(w);
         kinds.push(FORMS[f].0);
     }
+    if let Some(c) = counter {
+        let body = words.len() as u32;
+        words.push(0xf100_0400 | (c << 5) | c); // subs xc, xc, #1
+        kinds.push("loop");
+        // b.ne back to the first word of the block
+        words.push(0x5400_0001 | ((body.wrapping_neg() & 0x7_ffff) << 5));
+        kinds.push("loop");
+    }
+    r.pool.clear();
     let mut g = make_case(r, &words, st);
     g.kinds = kinds;
     g

@@ -30,7 +30,8 @@ mod tests;
 
 pub use decode::{decode_bit_masks, decode_word, Aarch64};
 pub use op::{
-    Addr, BfmOp, CselOp, Extend, Kind, LogicOp, MemOp, Op, PairMode, PairOp, Shift, Unary, SP, ZR,
+    Access, Addr, BfmOp, CselOp, Extend, Kind, LogicOp, MemOp, Op, PairMode, PairOp, Shift, Unary,
+    SP, ZR,
 };
 pub use state::{nzcv, A64State};
 #[cfg(feature = "oracle")]

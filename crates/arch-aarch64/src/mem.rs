@@ -6,7 +6,7 @@ use rseq_emu_core::{MemFault, Memory, Stop};
 
 use crate::alu::extend;
 use crate::exec::{get, set};
-use crate::op::{Addr, Kind, MemOp, PairMode, PairOp, SP};
+use crate::op::{Access, Addr, Kind, PairMode, PairOp, SP};
 use crate::state::A64State;
 
 #[inline(always)]
@@ -32,20 +32,27 @@ fn store<M: Memory + ?Sized>(m: &mut M, a: u64, size: u8, v: u128) -> Result<(),
 }
 
 /// The checks hardware makes before the access that the memory backend
-/// cannot: SP alignment (Linux sets SCTLR_EL1.SA0) and tagged addresses.
+/// cannot (SP alignment: Linux sets SCTLR_EL1.SA0), and the address the
+/// access really uses: Linux runs EL0 with TCR_EL1.TBI0 = 1, so for an
+/// address with bit 55 clear the top byte is ignored (a tag). An address
+/// with bit 55 set and a non-zero top byte depends on TBI1 (a kernel
+/// configuration choice) and is refused.
 #[inline(always)]
-fn check(st: &A64State, rn: u8, a: u64) -> Result<(), Stop> {
+fn check(st: &A64State, rn: u8, a: u64) -> Result<u64, Stop> {
     if rn == SP && st.sp & 0xf != 0 {
         return Err(Stop::Unsupported(
             "sp-based access with sp not 16-byte aligned: hardware raises an SP alignment fault (SCTLR_EL1.SA0)".into(),
         ));
     }
-    if a >> 56 != 0 {
-        return Err(Stop::Unsupported(
-            "address with a non-zero top byte: hardware ignores the tag (TBI), the memory backend would not".into(),
-        ));
+    if a >> 56 == 0 {
+        Ok(a)
+    } else if a >> 55 & 1 == 0 {
+        Ok(a & 0x00ff_ffff_ffff_ffff)
+    } else {
+        Err(Stop::Unsupported(
+            "address with bit 55 set and a non-zero top byte: whether the tag is ignored depends on TCR_EL1.TBI1".into(),
+        ))
     }
-    Ok(())
 }
 
 /// Execute a [`Kind::Mem`].
@@ -57,51 +64,56 @@ pub fn single<M: Memory + ?Sized>(k: &Kind, st: &mut A64State, m: &mut M) -> Res
         rt,
         rn,
         addr,
-        ordered,
     } = *k
     else {
         return Ok(());
     };
-    let base = get(st, rn);
     let (a, wb) = match addr {
-        Addr::Offset(i) => (base.wrapping_add(i as u64), None),
+        Addr::Offset(i) => (get(st, rn).wrapping_add(i as u64), None),
+        Addr::Reg { rm, ext, shift } => (
+            get(st, rn).wrapping_add(extend(get(st, rm), ext, shift)),
+            None,
+        ),
         Addr::Pre(i) => {
-            let a = base.wrapping_add(i as u64);
+            let a = get(st, rn).wrapping_add(i as u64);
             (a, Some(a))
         }
-        Addr::Post(i) => (base, Some(base.wrapping_add(i as u64))),
-        Addr::Reg { rm, ext, shift } => (base.wrapping_add(extend(get(st, rm), ext, shift)), None),
+        Addr::Post(i) => {
+            let b = get(st, rn);
+            (b, Some(b.wrapping_add(i as u64)))
+        }
         Addr::Literal(t) => (t, None),
+        Addr::Ordered => {
+            let a = get(st, rn);
+            if a & ((1u64 << size) - 1) != 0 {
+                return Err(Stop::Unsupported(
+                    "unaligned load-acquire/store-release: hardware raises an alignment fault"
+                        .into(),
+                ));
+            }
+            (a, None)
+        }
     };
-    if !matches!(addr, Addr::Literal(_)) {
-        check(st, rn, a)?;
-    } else {
-        check(st, 0, a)?;
-    }
-    if ordered && a & ((1u64 << size) - 1) != 0 {
-        return Err(Stop::Unsupported(
-            "unaligned load-acquire/store-release: hardware raises an alignment fault".into(),
-        ));
-    }
+    let a = check(st, if let Addr::Literal(_) = addr { 0 } else { rn }, a)?;
+    let r = rt as usize;
     match op {
-        MemOp::Store => store(m, a, size, u128::from(get(st, rt)))?,
-        MemOp::StoreV => store(m, a, size, st.v[rt as usize])?,
-        MemOp::Load => {
-            let v = load(m, a, size)? as u64;
-            set(st, rt, v);
-        }
-        MemOp::LoadSigned32 => {
-            let v = load(m, a, size)? as u64;
-            let sh = 64 - (8u32 << size);
-            let v = (((v << sh) as i64) >> sh) as u64 & 0xffff_ffff;
-            set(st, rt, v);
-        }
-        MemOp::LoadSigned64 => {
-            let v = load(m, a, size)? as u64;
-            let sh = 64 - (8u32 << size);
-            set(st, rt, (((v << sh) as i64) >> sh) as u64);
-        }
-        MemOp::LoadV => st.v[rt as usize] = load(m, a, size)?,
+        Access::StoreB => m.write_u8(a, get(st, rt) as u8)?,
+        Access::StoreH => m.write_u16(a, get(st, rt) as u16)?,
+        Access::StoreW => m.write_u32(a, get(st, rt) as u32)?,
+        Access::StoreX => m.write_u64(a, get(st, rt))?,
+        Access::LoadB => set(st, rt, u64::from(m.read_u8(a)?)),
+        Access::LoadH => set(st, rt, u64::from(m.read_u16(a)?)),
+        Access::LoadW => set(st, rt, u64::from(m.read_u32(a)?)),
+        Access::LoadX => set(st, rt, m.read_u64(a)?),
+        Access::LoadSB32 => set(st, rt, u64::from(m.read_u8(a)? as i8 as i32 as u32)),
+        Access::LoadSH32 => set(st, rt, u64::from(m.read_u16(a)? as i16 as i32 as u32)),
+        Access::LoadSB64 => set(st, rt, m.read_u8(a)? as i8 as i64 as u64),
+        Access::LoadSH64 => set(st, rt, m.read_u16(a)? as i16 as i64 as u64),
+        Access::LoadSW64 => set(st, rt, m.read_u32(a)? as i32 as i64 as u64),
+        Access::StoreQ => m.write_u128(a, st.v[r])?,
+        Access::LoadQ => st.v[r] = m.read_u128(a)?,
+        Access::StoreV => store(m, a, size, st.v[r])?,
+        Access::LoadV => st.v[r] = load(m, a, size)?,
     }
     if let Some(w) = wb {
         set(st, rn, w);
@@ -126,8 +138,7 @@ pub fn pair<M: Memory + ?Sized>(k: &Kind, st: &mut A64State, m: &mut M) -> Resul
     };
     let base = get(st, rn);
     let moved = base.wrapping_add(offset as u64);
-    let a = if mode == PairMode::Post { base } else { moved };
-    check(st, rn, a)?;
+    let a = check(st, rn, if mode == PairMode::Post { base } else { moved })?;
     let n = 1usize << size;
     let mut buf = [0u8; 32];
     match op {

@@ -148,6 +148,8 @@ pub enum Addr {
     },
     /// A pc-relative literal at this absolute address (Rn unused).
     Literal(u64),
+    /// `[Rn]` of ldar/ldapr/stlr: the address must be aligned to the size.
+    Ordered,
 }
 
 /// What a single-register access does with the data.
@@ -180,6 +182,71 @@ pub enum PairOp {
     StoreV,
     /// `ldp` of SIMD&FP registers.
     LoadV,
+}
+
+/// A single-register access with its size folded in, so the executor
+/// dispatches once (built by [`Access::new`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `strb`.
+    StoreB,
+    /// `strh`.
+    StoreH,
+    /// `str w`.
+    StoreW,
+    /// `str x`.
+    StoreX,
+    /// `ldrb`.
+    LoadB,
+    /// `ldrh`.
+    LoadH,
+    /// `ldr w`.
+    LoadW,
+    /// `ldr x`.
+    LoadX,
+    /// `ldrsb w`.
+    LoadSB32,
+    /// `ldrsh w`.
+    LoadSH32,
+    /// `ldrsb x`.
+    LoadSB64,
+    /// `ldrsh x`.
+    LoadSH64,
+    /// `ldrsw`.
+    LoadSW64,
+    /// `str b/h/s/d` (size in the instruction).
+    StoreV,
+    /// `ldr b/h/s/d`.
+    LoadV,
+    /// `str q`.
+    StoreQ,
+    /// `ldr q`.
+    LoadQ,
+}
+
+impl Access {
+    /// The access `op` of `1 << size` bytes.
+    pub fn new(op: MemOp, size: u8) -> Access {
+        match (op, size) {
+            (MemOp::Store, 0) => Access::StoreB,
+            (MemOp::Store, 1) => Access::StoreH,
+            (MemOp::Store, 2) => Access::StoreW,
+            (MemOp::Store, _) => Access::StoreX,
+            (MemOp::Load, 0) => Access::LoadB,
+            (MemOp::Load, 1) => Access::LoadH,
+            (MemOp::Load, 2) => Access::LoadW,
+            (MemOp::Load, _) => Access::LoadX,
+            (MemOp::LoadSigned32, 0) => Access::LoadSB32,
+            (MemOp::LoadSigned32, _) => Access::LoadSH32,
+            (MemOp::LoadSigned64, 0) => Access::LoadSB64,
+            (MemOp::LoadSigned64, 1) => Access::LoadSH64,
+            (MemOp::LoadSigned64, _) => Access::LoadSW64,
+            (MemOp::StoreV, 4) => Access::StoreQ,
+            (MemOp::LoadV, 4) => Access::LoadQ,
+            (MemOp::StoreV, _) => Access::StoreV,
+            (MemOp::LoadV, _) => Access::LoadV,
+        }
+    }
 }
 
 /// Pair addressing mode.
@@ -520,8 +587,8 @@ pub enum Kind {
     },
     /// A single-register load or store.
     Mem {
-        /// What happens with the data.
-        op: MemOp,
+        /// What happens with the data, size included.
+        op: Access,
         /// log2 of the access size (0..=4).
         size: u8,
         /// Data register (GPR: 31 = ZR; SIMD: v number).
@@ -530,8 +597,6 @@ pub enum Kind {
         rn: u8,
         /// Addressing.
         addr: Addr,
-        /// ldar/ldapr/stlr: the address must be aligned.
-        ordered: bool,
     },
     /// A pair load or store.
     Pair {

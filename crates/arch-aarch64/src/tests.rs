@@ -345,11 +345,13 @@ fn branches() {
     assert_eq!((s.pc, s.x[30]), (0x1234, PC + 4));
     assert_eq!(go(0xd61f_0020, &|s| s.x[1] = 0x8888).pc, 0x8888); // br
     assert_eq!(go(0xd65f_03c0, &|s| s.x[30] = 0x7777).pc, 0x7777); // ret
-                                                                   // Top byte ignored on a branch target (TBI0).
-    assert_eq!(
-        go(0xd61f_0020, &|s| s.x[1] = 0x5a00_0000_0000_8888).pc,
-        0x8888
-    );
+                                                                   // A tagged branch target is refused, state untouched.
+    let mut s = st();
+    s.x[1] = 0x5a00_0000_0000_8888;
+    let before = s;
+    let r = run(0xd61f_0020, &mut s, &mut mem());
+    assert!(matches!(r, Err(Stop::Unsupported(_))), "{r:?}");
+    assert_eq!(s, before);
 }
 
 #[test]
@@ -730,4 +732,77 @@ fn uxtw_extended_add_is_not_lsl() {
     // add x0, x1, x2, uxtx #2 (printed as lsl #2 too): the whole register.
     let s = alu(0x8b22_6820, 1, 0x1_0000_0000, 0);
     assert_eq!(s.x[0], 0x4_0000_0001);
+}
+
+#[test]
+fn op_stays_compact() {
+    // The cached form is copied around the run loop: keep it small.
+    assert!(std::mem::size_of::<crate::Op>() <= 40);
+}
+
+#[test]
+fn tagged_addresses() {
+    let mut m = mem();
+    let mut s = st();
+    // ldr x0, [x1], #-16 with a tag in the top byte: the access ignores the
+    // tag (TBI0), the written-back base keeps it.
+    s.x[1] = 0x5a00_0000_0000_0000 | (DATA + 0x10);
+    run(0xf85f_0420, &mut s, &mut m).unwrap();
+    assert_eq!(s.x[0], 0x1716_1514_1312_1110);
+    assert_eq!(s.x[1], 0x5a00_0000_0000_0000 | DATA);
+    // stp through a tagged pointer.
+    s.x[0] = 1;
+    s.x[1] = 2;
+    s.x[2] = 0x0100_0000_0000_0000 | (DATA + 0x20);
+    run(0xa900_0440, &mut s, &mut m).unwrap(); // stp x0, x1, [x2]
+    assert_eq!(m.read_u128(DATA + 0x20).unwrap(), 2u128 << 64 | 1);
+    // Bit 55 set with a non-zero top byte: refused.
+    s.x[1] = 0xff80_0000_0000_1000;
+    let before = s;
+    assert!(matches!(
+        run(0xf940_0420, &mut s, &mut m),
+        Err(Stop::Unsupported(_))
+    ));
+    assert_eq!(s, before);
+}
+
+#[test]
+fn misaligned_pc_is_refused() {
+    // add x0, x1, #1 at an address that is not a multiple of 4.
+    let d = Aarch64::decode(&0x9100_0420u32.to_le_bytes(), PC + 2);
+    assert!(d.op.unwrap_err().contains("PC alignment"));
+    assert!(Aarch64::decode_op(0x9100_0420, PC + 1).is_err());
+}
+
+#[test]
+fn control_flow_for_the_scanner() {
+    let flow = |w: u32| Aarch64::decode(&w.to_le_bytes(), PC).flow;
+    let f = flow(0x1400_0040); // b .+0x100
+    assert_eq!(
+        (f.falls_through, f.targets.clone(), f.indirect),
+        (false, vec![PC + 0x100], false)
+    );
+    let f = flow(0x9400_0040); // bl .+0x100
+    assert_eq!(
+        (f.falls_through, f.targets.clone()),
+        (true, vec![PC + 0x100])
+    );
+    assert_eq!(flow(0x5400_0040).targets, vec![PC + 8]); // b.eq .+8
+    assert!(flow(0x5400_0040).falls_through);
+    assert_eq!(flow(0x3400_0041).targets, vec![PC + 8]); // cbz w1
+    assert_eq!(flow(0xb6f8_0041).targets, vec![PC + 8]); // tbz x1, #63
+    let f = flow(0x17ff_ffff); // b .-4
+    assert_eq!(f.targets, vec![PC - 4]);
+    for w in [0xd61f_0020u32, 0xd65f_03c0] {
+        // br x1, ret
+        let f = flow(w);
+        assert!(f.indirect && !f.falls_through && f.targets.is_empty());
+    }
+    assert!(flow(0xd63f_03c0).falls_through); // blr
+    for w in [0xd420_0000u32, 0xd440_0000, 0x0000_0000, 0xd428_bc00] {
+        // brk, hlt, udf, the rseq signature (brk #0x45e0)
+        assert!(!flow(w).falls_through, "{w:08x}");
+    }
+    assert!(flow(0xd400_0001).falls_through); // svc returns
+    assert!(flow(0x9100_0420).falls_through); // add
 }

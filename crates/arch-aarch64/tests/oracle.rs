@@ -93,7 +93,7 @@ fn oracle_runs_known_code() {
 fn oracle_round_trips_random_states() {
     use rseq_emu_aarch64::gen::{random_state, Rng};
     let mut o = QemuOracle::spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     let cases: Vec<_> = (0..200)
         .map(|_| {
             let mut c = case(&[0xd503_201f], vec![0; 4096]);
@@ -116,6 +116,18 @@ fn oracle_round_trips_random_states() {
         let r = o.run(&c).expect("run");
         assert_eq!(r.state.x[0], u64::from(n) << 28);
     }
+}
+
+/// An endless loop ends on the harness's 2 s alarm, and the oracle goes on.
+#[test]
+fn oracle_times_out_endless_loops() {
+    let mut o = QemuOracle::spawn().unwrap_or_else(|e| panic!("{e}"));
+    let c = case(&[0x1400_0000], vec![0; 4096]); // b .
+    let r = o.run(&c).expect("run");
+    assert_eq!(r.signal, rseq_emu_aarch64::oracle::SIGALRM);
+    assert_eq!(r.state.pc, CODE + 0x800);
+    let c = case(&[0xd280_0540], vec![0; 4096]);
+    assert_eq!(o.run(&c).expect("run").state.x[0], 42);
 }
 
 /// A store to a read-only page and a branch to an unmapped page.
@@ -149,6 +161,9 @@ fn oracle_reports_faults() {
     assert!(o.run(&c).is_err(), "two regions in one page");
     c.regions[1].addr = 0x1000;
     assert!(o.run(&c).is_err(), "region outside the window");
+    c.regions[1].addr = DATA;
+    c.regions[1].bytes = vec![0; 9 << 20];
+    assert!(o.run(&c).is_err(), "more bytes than the harness holds");
     // The oracle still works after refusing.
     let c = case(&[0xd280_0540], vec![0; 4096]);
     assert_eq!(o.run(&c).expect("run").state.x[0], 42);
@@ -176,12 +191,12 @@ fn generated_forms_are_valid_under_qemu() {
     use rseq_emu_aarch64::gen::{random_case, Rng};
     let n = env_u64("RSEQ_EMU_ORACLE_ONLY", 3_000);
     let seed = env_u64("RSEQ_EMU_SEED", 0x5eed_0a64);
-    let mut rng = Rng(seed ^ 1);
+    let mut rng = Rng::new(seed ^ 1);
     let mut o = QemuOracle::spawn().unwrap_or_else(|e| panic!("{e}"));
     let gens: Vec<_> = (0..n)
         .map(|_| {
             let s = rng.next_u64();
-            (s, random_case(&mut Rng(s)))
+            (s, random_case(&mut Rng::new(s)))
         })
         .collect();
     let cases: Vec<_> = gens.iter().map(|(_, g)| g.case.clone()).collect();
@@ -220,7 +235,7 @@ fn executor_matches_qemu() {
     let n_cases = env_u64("RSEQ_EMU_SOAK", 100_000);
     let seed = env_u64("RSEQ_EMU_SEED", 0x5eed_0a64);
     let mut o = QemuOracle::spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     if !rseq_emu_aarch64::Aarch64::HAS_EXECUTOR {
         // Until the executor exists (Aarch64::HAS_EXECUTOR), there is
         // nothing to compare; the oracle and generator tests above still run.
@@ -230,13 +245,14 @@ fn executor_matches_qemu() {
     let mut matched = 0u64;
     let mut per_kind: BTreeMap<&str, u64> = BTreeMap::new();
     let mut skipped: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut i = 0u64;
     let t0 = std::time::Instant::now();
     while matched < n_cases {
         let batch: Vec<(u64, _)> = (0..1024)
             .map(|_| {
                 let s = rng.next_u64();
-                (s, random_case(&mut Rng(s)))
+                (s, random_case(&mut Rng::new(s)))
             })
             .collect();
         let items: Vec<_> = batch
@@ -256,7 +272,15 @@ fn executor_matches_qemu() {
             Ok(v) => {
                 let k = if g.kinds.len() == 1 { g.kinds[0] } else { "block" };
                 *skipped.entry(k).or_default() += 1;
-                let _ = v;
+                let why = match v {
+                    Verdict::Unsupported(r) => {
+                        // "insn text: reason" -> the reason, per form
+                        let r = r.split_once(": ").map(|(_, r)| r).unwrap_or(&r);
+                        format!("{k}: {r}")
+                    }
+                    other => format!("{k}: {other:?}"),
+                };
+                *reasons.entry(why).or_default() += 1;
             }
             Err(e) => panic!(
                 "executor and qemu differ: RSEQ_EMU_SEED={seed:#x}, case {i} (case seed {case_seed:#x}, forms {:?})\n{e}",
@@ -271,10 +295,29 @@ fn executor_matches_qemu() {
         "{matched} cases compared ({i} generated) in {secs:.1} s ({:.0} cases/s)\ncompared per form: {per_kind:?}\nskipped (unsupported or looping) per form: {skipped:?}",
         i as f64 / secs
     );
+    let mut top: Vec<_> = reasons.into_iter().collect();
+    top.sort_by_key(|e| std::cmp::Reverse(e.1));
+    for (r, n) in top.iter().take(15) {
+        eprintln!("  skipped {n:>6}  {r}");
+    }
     if n_cases >= 100_000 {
         for k in form_names() {
             let c = per_kind.get(k).copied().unwrap_or(0);
             assert!(c >= 100, "form {k} compared only {c} times");
         }
+    }
+}
+
+/// The qemu differential fuzz body over the executor's fuzz seed corpus
+/// (its code words after an 8-byte state seed).
+#[test]
+fn fuzz_oracle_seed_corpus() {
+    let corpus = rseq_emu_aarch64::fuzzing::seed_corpus();
+    assert!(corpus.len() > 10);
+    for seed in &corpus {
+        let code_at = seed.len().saturating_sub(32) & !3;
+        let mut v = seed[..8.min(seed.len())].to_vec();
+        v.extend_from_slice(&seed[code_at..]);
+        rseq_emu_aarch64::oracle::fuzz_oracle(&v);
     }
 }

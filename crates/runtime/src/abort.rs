@@ -54,10 +54,14 @@ pub struct Stats {
     pub emulated: u64,
     /// Of those, answered with a native retry.
     pub native_retries: u64,
+    /// Of the retries, those after [`engine::MAX_ROUNDS`] emulate+commit
+    /// rounds all aborted or mismatched (the engine could not finish).
+    pub exhausted: u64,
 }
 
 static ABORTS: AtomicU64 = AtomicU64::new(0);
 static EMULATED: AtomicU64 = AtomicU64::new(0);
+static EXHAUSTED: AtomicU64 = AtomicU64::new(0);
 
 /// The counters so far.
 pub fn stats() -> Stats {
@@ -67,6 +71,7 @@ pub fn stats() -> Stats {
         aborts,
         emulated,
         native_retries: aborts.saturating_sub(emulated),
+        exhausted: EXHAUSTED.load(Ordering::Relaxed),
     }
 }
 
@@ -246,6 +251,9 @@ fn handle(abort_ip: u64, teardown_end: u64, frame: &mut Frame) -> bool {
             true
         }
         Answer::Retry(w) => {
+            if w == Why::Exhausted {
+                EXHAUSTED.fetch_add(1, Ordering::Relaxed);
+            }
             set_last(Last::Retry(w));
             false
         }

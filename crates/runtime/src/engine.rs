@@ -318,6 +318,31 @@ mod tests {
         assert_eq!(r, Completion::Refused);
     }
 
+    /// A value that changes between every emulation and its commit ends
+    /// after exactly MAX_ROUNDS emulations with `Exhausted`, nothing
+    /// stored; an abort-answer of that kind is counted in the stats.
+    #[test]
+    fn always_changing_value_exhausts_after_max_rounds() {
+        let mut slot = 0u64;
+        let addr = &mut slot as *mut u64 as u64;
+        let cpu = registration::current_cpu().unwrap();
+        let mut steps = 0u32;
+        let r = complete(cpu, |m| {
+            steps += 1;
+            let v = m.read_u64(addr).ok()?;
+            // Another writer between this emulation and its commit.
+            // SAFETY: `slot` is a live local.
+            unsafe { std::ptr::write_volatile(addr as *mut u64, v + 1000) };
+            m.write_u64(addr, v + 1).ok()
+        })
+        .unwrap();
+        assert_eq!(r, Completion::Exhausted);
+        assert_eq!(steps, MAX_ROUNDS);
+        // SAFETY: `slot` is a live local.
+        let v = unsafe { std::ptr::read_volatile(addr as *const u64) };
+        assert_eq!(v, 1000 * u64::from(MAX_ROUNDS), "no emulated store landed");
+    }
+
     /// A value changed between emulation and commit is re-emulated (2
     /// rounds, result from the new value); A->B->A passes the check and the
     /// result is the one a native run at the commit instant gives.

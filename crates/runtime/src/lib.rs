@@ -6,6 +6,8 @@
 //! * [`memory`] — the live-process [`memory::LiveMemory`] (faults are values,
 //!   never crashes) and the [`memory::Logged`] view (loads logged, stores
 //!   buffered in order) that the native commit re-validates;
+//! * [`probe`] — fault-safe reads (a stale mapping cache or a freed
+//!   pointer is a fault value, never a SIGSEGV in the engine);
 //! * [`registration`] — the thread's rseq area: glibc's when present;
 //! * [`section`] — descriptors found from their abort_ip, validated,
 //!   decoded and analysed once (cached);
@@ -23,5 +25,6 @@ pub mod commit;
 pub mod engine;
 pub mod memory;
 pub mod policy;
+pub mod probe;
 pub mod registration;
 pub mod section;

@@ -2,8 +2,9 @@
 //!
 //! * [`LiveMemory`] reads this process's memory directly, after checking
 //!   the address against the thread's cache of `/proc/self/maps` mappings
-//!   (filled on a miss), so a bad pointer in an emulated section is a
-//!   [`MemFault`] value, never a SIGSEGV, and a hit costs no system call.
+//!   (filled on a miss) and through a fault-safe copy, so a bad pointer in
+//!   an emulated section is a [`MemFault`] value, never a SIGSEGV, and a
+//!   hit costs no system call.
 //!   Store targets are checked for write permission the same way.
 //! * [`Logged`] wraps any backend: loads are recorded as (addr, bytes read
 //!   from the backend), stores are buffered in order and never reach the
@@ -11,11 +12,13 @@
 //!   re-checks the load log and applies the stores.
 //!
 //! The mapping cache (per thread, [`MAP_CACHE`] entries) can go stale when
-//! another thread unmaps or write-protects a range afterwards. A section
-//! whose next access hits such a range would fault natively too (the
-//! emulation reads exactly the addresses a native run from the same state
-//! reads), so the cache adds no failure mode a native run does not have;
-//! docs/runtime.md.
+//! another thread unmaps or protects a range afterwards, and the emulation,
+//! unlike a native run, is not aborted when a thread that preempted it frees
+//! what it is following. So the cache only answers "certainly not mapped";
+//! the read itself goes through [`crate::probe`], where a fault is a value
+//! (and drops the cache). Store targets are only checked here: the stores
+//! are applied by the native commit, after its checks made the addresses
+//! those a native run at the commit instant would use.
 
 use rseq_emu_core::memory::{AccessKind, MemFault, Memory};
 use std::cell::RefCell;
@@ -31,46 +34,140 @@ struct Mapping {
     write: bool,
 }
 
+impl Mapping {
+    const NONE: Mapping = Mapping {
+        start: 0,
+        end: 0,
+        read: false,
+        write: false,
+    };
+}
+
+/// A fixed-size cache (no allocation: the miss path runs inside the abort
+/// handler, possibly inside a signal handler).
+struct Cache {
+    n: usize,
+    m: [Mapping; MAP_CACHE],
+}
+
+impl Cache {
+    fn as_slice(&self) -> &[Mapping] {
+        &self.m[..self.n]
+    }
+    /// Append, evicting the oldest entry when full.
+    fn push(&mut self, m: Mapping) {
+        if self.n == MAP_CACHE {
+            self.m.copy_within(1.., 0);
+            self.n -= 1;
+        }
+        self.m[self.n] = m;
+        self.n += 1;
+    }
+    fn retain(&mut self, keep: impl Fn(&Mapping) -> bool) {
+        let mut k = 0;
+        for i in 0..self.n {
+            if keep(&self.m[i]) {
+                self.m[k] = self.m[i];
+                k += 1;
+            }
+        }
+        self.n = k;
+    }
+}
+
 thread_local! {
-    static MAPS: RefCell<Vec<Mapping>> = const { RefCell::new(Vec::new()) };
+    static MAPS: RefCell<Cache> = const {
+        RefCell::new(Cache { n: 0, m: [Mapping::NONE; MAP_CACHE] })
+    };
 }
 
 /// This process's own memory, accessed fault-safely.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LiveMemory;
 
+fn hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |v, &c| {
+        let d = (c as char).to_digit(16)?;
+        Some(v << 4 | u64::from(d))
+    })
+}
+
+/// One `/proc/self/maps` line (only its range and permissions are used).
+fn parse_line(line: &[u8]) -> Option<Mapping> {
+    let mut it = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
+    let (range, p) = (it.next()?, it.next()?);
+    let dash = range.iter().position(|&b| b == b'-')?;
+    Some(Mapping {
+        start: hex(&range[..dash])?,
+        end: hex(&range[dash + 1..])?,
+        read: p.first() == Some(&b'r'),
+        write: p.get(1) == Some(&b'w'),
+    })
+}
+
+/// Visit the mappings of `/proc/self/maps` in address order until `visit`
+/// answers false. No allocation: raw `open`/`read` into a stack buffer
+/// (a line longer than the buffer is parsed from its head, which holds
+/// the fields used, and its tail skipped).
 fn parse_maps(mut visit: impl FnMut(Mapping) -> bool) {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
     };
-    for line in maps.lines() {
-        let mut it = line.split_whitespace();
-        let (Some(range), Some(perms)) = (it.next(), it.next()) else {
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 1024];
+    let (mut have, mut skipping) = (0usize, false);
+    'read: loop {
+        // SAFETY: reads into the free tail of `buf`.
+        let n = unsafe { libc::read(fd, buf[have..].as_mut_ptr().cast(), buf.len() - have) };
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;
-        };
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
-            continue;
-        };
-        let p = perms.as_bytes();
-        let m = Mapping {
-            start: a,
-            end: b,
-            read: p.first() == Some(&b'r'),
-            write: p.get(1) == Some(&b'w'),
-        };
-        if !visit(m) {
-            return;
+        }
+        let eof = n <= 0;
+        have += n.max(0) as usize;
+        let mut start = 0;
+        loop {
+            let nl = buf[start..have].iter().position(|&b| b == b'\n');
+            let line_end = match nl {
+                Some(i) => start + i,
+                // The last line without a newline, or a line that fills
+                // the whole buffer: take what there is.
+                None if (eof || (start == 0 && have == buf.len())) && start < have => have,
+                None => break,
+            };
+            if !skipping {
+                if let Some(m) = parse_line(&buf[start..line_end]) {
+                    if !visit(m) {
+                        break 'read;
+                    }
+                }
+            }
+            skipping = nl.is_none();
+            start = if nl.is_some() { line_end + 1 } else { have };
+        }
+        buf.copy_within(start..have, 0);
+        have -= start;
+        if eof {
+            break;
         }
     }
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(fd) };
 }
 
 impl LiveMemory {
     /// Whether `[addr, addr+len)` is mapped readable (or writable, with
     /// `write`), per the thread's mapping cache, refreshed from
-    /// `/proc/self/maps` on a miss.
+    /// `/proc/self/maps` on a miss. A true answer can be stale (see the
+    /// module documentation); reads are fault-safe regardless.
     pub fn accessible(&self, addr: u64, len: usize, write: bool) -> bool {
         let Some(end) = addr.checked_add(len as u64) else {
             return false;
@@ -82,6 +179,7 @@ impl LiveMemory {
         // Fast path: the most recently used mapping covers the access.
         let hit = MAPS.with(|c| {
             c.borrow()
+                .as_slice()
                 .first()
                 .is_some_and(|m| m.start <= addr && end <= m.end && ok(m))
         });
@@ -100,20 +198,28 @@ impl LiveMemory {
         };
         let found_in_cache = MAPS.with(|c| {
             let mut c = c.borrow_mut();
-            if !covered(&c) {
+            if !covered(c.as_slice()) {
                 return false;
             }
             // Move the mapping holding `addr` to the front.
-            if let Some(i) = c.iter().position(|m| m.start <= addr && addr < m.end) {
-                c.swap(0, i);
+            if let Some(i) = c
+                .as_slice()
+                .iter()
+                .position(|m| m.start <= addr && addr < m.end)
+            {
+                c.m.swap(0, i);
             }
             true
         });
         if found_in_cache {
             return true;
         }
-        // Miss: look the range up in /proc/self/maps and cache what covers it.
-        let mut found = Vec::new();
+        // Miss: look the range up in /proc/self/maps and cache what covers
+        // it (at most MAP_CACHE mappings; a longer range is a miss).
+        let mut found = Cache {
+            n: 0,
+            m: [Mapping::NONE; MAP_CACHE],
+        };
         parse_maps(|m| {
             if m.end > addr && m.start < end {
                 found.push(m);
@@ -122,14 +228,12 @@ impl LiveMemory {
         });
         MAPS.with(|c| {
             let mut c = c.borrow_mut();
+            let found = found.as_slice();
             c.retain(|old| !found.iter().any(|m| old.start < m.end && m.start < old.end));
-            for m in &found {
-                if c.len() >= MAP_CACHE {
-                    c.remove(0);
-                }
+            for m in found {
                 c.push(*m);
             }
-            covered(&c)
+            covered(c.as_slice())
         })
     }
 
@@ -141,7 +245,7 @@ impl LiveMemory {
     /// Forget this thread's cached mappings (after the caller changed its
     /// own mappings).
     pub fn forget_mappings() {
-        MAPS.with(|c| c.borrow_mut().clear());
+        MAPS.with(|c| c.borrow_mut().n = 0);
     }
 }
 
@@ -154,27 +258,17 @@ impl Memory for LiveMemory {
                 kind: AccessKind::Read,
             });
         }
-        let p = addr as *const u8;
-        // SAFETY: the range is mapped readable (checked above). Other
-        // threads may write it concurrently: the reads are volatile, and a
-        // torn value only makes the commit's re-check fail.
-        unsafe {
-            match buf.len() {
-                8 if addr & 7 == 0 => {
-                    buf.copy_from_slice(&(p as *const u64).read_volatile().to_ne_bytes())
-                }
-                4 if addr & 3 == 0 => {
-                    buf.copy_from_slice(&(p as *const u32).read_volatile().to_ne_bytes())
-                }
-                2 if addr & 1 == 0 => {
-                    buf.copy_from_slice(&(p as *const u16).read_volatile().to_ne_bytes())
-                }
-                _ => {
-                    for (i, b) in buf.iter_mut().enumerate() {
-                        *b = p.add(i).read_volatile();
-                    }
-                }
-            }
+        // The cache may be stale (another thread unmapped or protected the
+        // range since): the read is fault-safe, and a fault drops the cache.
+        // Other threads may write the range concurrently: a torn value
+        // only makes the commit's re-check fail.
+        if !crate::probe::read(addr, buf) {
+            Self::forget_mappings();
+            return Err(MemFault {
+                addr,
+                size: buf.len(),
+                kind: AccessKind::Read,
+            });
         }
         Ok(())
     }
@@ -379,6 +473,62 @@ mod tests {
         assert_eq!(m.read_u16(0x1002).unwrap(), 0xdead);
         assert_eq!(m.loads[0].bytes(), &[0, 0], "log holds backend bytes");
         assert_eq!(m.stores.len(), 1);
+    }
+
+    /// The allocation-free reader sees what `/proc/self/maps` says, also
+    /// past a line longer than its buffer (a file mapped from a deep path).
+    #[test]
+    fn maps_reader_matches_proc_self_maps() {
+        let mut dir = std::env::temp_dir().join(format!("rseq-emu-maps-{}", std::process::id()));
+        for i in 0..8 {
+            dir.push(format!("{i}{}", "d".repeat(200)));
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        std::fs::write(&path, [7u8; 4096]).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: a private read-only mapping of a 4 KiB file, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let expected = |text: &str| -> Vec<(u64, u64, bool, bool)> {
+            text.lines()
+                .map(|l| {
+                    let m = parse_line(l.as_bytes()).unwrap();
+                    (m.start, m.end, m.read, m.write)
+                })
+                .collect()
+        };
+        // Other test threads may change the mappings in between: retry.
+        let mut same = false;
+        for _ in 0..20 {
+            let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+            assert!(text.lines().any(|l| l.len() > 1024), "a long line exists");
+            let mut got = Vec::new();
+            parse_maps(|m| {
+                got.push((m.start, m.end, m.read, m.write));
+                true
+            });
+            if got == expected(&text) {
+                same = true;
+                break;
+            }
+        }
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(p, 4096) };
+        let _ = std::fs::remove_dir_all(
+            std::env::temp_dir().join(format!("rseq-emu-maps-{}", std::process::id())),
+        );
+        assert!(same, "parse_maps disagrees with /proc/self/maps");
     }
 
     #[test]

@@ -34,8 +34,10 @@ pub enum Refusal {
     /// The section cannot be decoded.
     Decode(ProgramError),
     /// The section reads registers on entry that it also modifies (and the
-    /// teardown does not restore them).
-    EntryRegisters(String),
+    /// teardown does not restore them): those register bytes and flags.
+    /// (A value, not text: a cached refusal is cloned on every abort,
+    /// possibly inside a signal handler, and must not allocate.)
+    EntryRegisters(crate::arch::regcheck::RegSet),
 }
 
 impl std::fmt::Display for Refusal {
@@ -53,7 +55,8 @@ impl std::fmt::Display for Refusal {
             Refusal::Decode(e) => write!(f, "cannot decode the section: {e}"),
             Refusal::EntryRegisters(r) => write!(
                 f,
-                "the section reads on entry and modifies {r}, which the teardown does not restore"
+                "the section reads on entry and modifies {}, which the teardown does not restore",
+                r.describe()
             ),
         }
     }
@@ -138,7 +141,12 @@ fn add(m: &mut HashMap<u64, Vec<u64>>, desc: u64) {
 
 /// Register descriptors the engine cannot find in its own object's
 /// `__rseq_cs` section (e.g. of another shared object, or JIT code).
+///
+/// Signals are blocked while the registry is locked for writing: an abort
+/// stub reached from a signal handler on this thread reads it, and would
+/// otherwise wait for this very call forever.
 pub fn register_descriptors(descs: &[u64]) {
+    let _no_signals = crate::commit::SignalsBlocked::new();
     let mut m = registry().write().unwrap_or_else(|e| e.into_inner());
     for &d in descs {
         add(&mut m, d);
@@ -199,7 +207,7 @@ fn build(desc: u64, bytes: &[u8; 32], teardown: (u64, u64)) -> Result<Arc<Sectio
     let restored = arch::regcheck::teardown_restores(&tcode, t0);
     let check = arch::regcheck::entry_conflicts(&program, &code, cs.start_ip, restored);
     if !check.conflicts.is_empty() {
-        return Err(Refusal::EntryRegisters(check.conflicts.describe()));
+        return Err(Refusal::EntryRegisters(check.conflicts));
     }
     let loops = program.insns().iter().any(|i| {
         i.flow.indirect

@@ -2,28 +2,16 @@
 //! and the staticlib, runs it in `auto` and `always` mode under its signal
 //! storm, and checks that the total is exactly threads × adds.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
-
-fn field(text: &str, name: &str) -> u64 {
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}= in {text:?}"))
-}
 
 #[test]
 fn c_percpu_addv_example_is_exact() {
     let krate = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = krate.join("../..");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "-p", "rseq-emu-runtime", "--lib"])
-        .current_dir(&root)
-        .status()
-        .expect("run cargo");
-    assert!(st.success(), "building the staticlib failed");
+    let (root, target) = common::root_and_target();
+    common::cargo_build(&root, &["--lib"]);
     let lib = target.join("debug/librseq_emu_runtime.a");
     assert!(lib.exists(), "missing {}", lib.display());
     let exe = target.join("debug/percpu_addv_c");
@@ -42,25 +30,5 @@ fn c_percpu_addv_example_is_exact() {
         "gcc failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for mode in ["auto", "always"] {
-        let run = Command::new(&exe)
-            .env("RSEQ_EMU_MODE", mode)
-            .output()
-            .expect("run the example");
-        let text = String::from_utf8_lossy(&run.stdout);
-        assert!(
-            run.status.success(),
-            "example failed in {mode} mode: {text} {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        assert_eq!(field(&text, "total"), field(&text, "expected"), "{text}");
-        assert!(field(&text, "expected") > 0);
-        if field(&text, "ncpu") > 1 {
-            assert!(
-                field(&text, "aborts") > 0,
-                "the cross-CPU adds reach the abort stub: {text}"
-            );
-        }
-        eprintln!("{mode}: {text}");
-    }
+    common::check_percpu_addv(&exe);
 }

@@ -8,9 +8,12 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use rseq_emu_runtime::policy::{self, Mode};
+#[macro_use]
+mod common;
+
+use rseq_emu_runtime::policy::Mode;
 use rseq_emu_runtime::{abort, registration, rseq_emu_asm_define_abort};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 #[repr(align(64))]
@@ -25,17 +28,7 @@ fn spin_then_incr(v: *mut u64, cpu: u32, spins: u64) -> bool {
     // to a live slot.
     unsafe {
         std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 1f, 2f - 1f, 4f",
-            ".popsection",
-            "lea 3b(%rip), %rax",
-            "mov %rax, 8({area})",
-            "1:",
-            "cmp 4({area}), {cpu:e}",
-            "jne 4f",
+            cs_head!(),
             "mov {spins}, %rcx",
             "9:",
             "dec %rcx",
@@ -63,29 +56,16 @@ fn spin_then_incr(v: *mut u64, cpu: u32, spins: u64) -> bool {
     ok == 1
 }
 
-extern "C" fn on_signal(_: libc::c_int) {}
-
 #[test]
 fn native_and_emulated_commits_mix_exactly() {
-    // SAFETY: a no-op handler.
-    unsafe {
-        libc::signal(
-            libc::SIGUSR1,
-            on_signal as extern "C" fn(libc::c_int) as usize,
-        );
-    }
-    policy::set_mode(Mode::Always);
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let nthreads = 4 * ncpu;
     let per_thread = 3000u64;
     let slots: Arc<Vec<Slot>> = Arc::new((0..1024).map(|_| Slot(AtomicU64::new(0))).collect());
-    let finished = Arc::new(AtomicUsize::new(0));
     let before = abort::stats();
-    let mut handles = Vec::new();
-    let mut pthreads = Vec::new();
-    for _ in 0..nthreads {
-        let (slots, finished) = (slots.clone(), finished.clone());
-        let h = std::thread::spawn(move || {
+    let work = {
+        let slots = slots.clone();
+        move || {
             for _ in 0..per_thread {
                 loop {
                     let cpu = registration::current_cpu().unwrap();
@@ -94,24 +74,11 @@ fn native_and_emulated_commits_mix_exactly() {
                     }
                 }
             }
-            finished.fetch_add(1, Ordering::SeqCst);
-        });
-        use std::os::unix::thread::JoinHandleExt;
-        pthreads.push(h.as_pthread_t());
-        handles.push(h);
-    }
-    // Joined only after the storm, so every pthread_t stays valid.
-    while finished.load(Ordering::SeqCst) < nthreads {
-        for &t in &pthreads {
-            // SAFETY: a live or exited-but-unjoined thread.
-            unsafe { libc::pthread_kill(t, libc::SIGUSR1) };
         }
-        std::thread::sleep(std::time::Duration::from_micros(50));
-    }
-    for h in handles {
-        h.join().unwrap();
-    }
-    policy::set_mode(Mode::Auto);
+    };
+    common::with_mode(Mode::Always, || {
+        common::under_signal_storm(nthreads, 50, work)
+    });
     let total: u64 = slots.iter().map(|s| s.0.load(Ordering::SeqCst)).sum();
     let s = abort::stats();
     eprintln!(

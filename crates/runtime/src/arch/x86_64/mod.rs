@@ -2,8 +2,11 @@
 //! register save layout ([`stub`]), the entry-register analysis
 //! ([`regcheck`]) and the native commit section.
 
+mod probe;
 pub mod regcheck;
 pub mod stub;
+
+pub use probe::{fixup_probe_fault, probe_copy};
 
 pub use stub::Frame;
 
@@ -190,43 +193,29 @@ std::arch::global_asm!(
     options(att_syntax)
 );
 
-extern "C" {
-    fn rseq_emu_commit_1(
-        e: *const PlanEntry,
-        n: u64,
-        area: *mut u8,
-        cpu: u32,
-        f: *const PlanEntry,
-    ) -> u32;
-    fn rseq_emu_commit_2(
-        e: *const PlanEntry,
-        n: u64,
-        area: *mut u8,
-        cpu: u32,
-        f: *const PlanEntry,
-    ) -> u32;
-    fn rseq_emu_commit_4(
-        e: *const PlanEntry,
-        n: u64,
-        area: *mut u8,
-        cpu: u32,
-        f: *const PlanEntry,
-    ) -> u32;
-    fn rseq_emu_commit_8(
-        e: *const PlanEntry,
-        n: u64,
-        area: *mut u8,
-        cpu: u32,
-        f: *const PlanEntry,
-    ) -> u32;
-    fn rseq_emu_commit_0(
-        e: *const PlanEntry,
-        n: u64,
-        area: *mut u8,
-        cpu: u32,
-        f: *const PlanEntry,
-    ) -> u32;
+macro_rules! commit_sections {
+    ($($name:ident),*) => {
+        extern "C" {
+            $(
+                /// One copy of the commit section (see the asm above).
+                fn $name(
+                    e: *const PlanEntry,
+                    n: u64,
+                    area: *mut u8,
+                    cpu: u32,
+                    f: *const PlanEntry,
+                ) -> u32;
+            )*
+        }
+    };
 }
+commit_sections!(
+    rseq_emu_commit_1,
+    rseq_emu_commit_2,
+    rseq_emu_commit_4,
+    rseq_emu_commit_8,
+    rseq_emu_commit_0
+);
 
 /// The final entry handed to the check-only copy (read, never stored).
 static NO_STORE: PlanEntry = PlanEntry {

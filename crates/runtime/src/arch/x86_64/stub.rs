@@ -15,7 +15,7 @@
 //! ```
 //!
 //! `rseq_emu_abort_stub` saves rflags and every GPR into a [`Frame`] just
-//! below the return address, aligns the stack, and calls
+//! below the return address, clears DF and AC, aligns the stack, and calls
 //! [`rseq_emu_on_abort`]. On 0 it restores everything and returns to `R`
 //! (native retry: the `nopl` and `lea` change no flags); on 1 the engine has
 //! replaced the registers, the flags and the return address (now the exit
@@ -100,6 +100,27 @@ impl Frame {
 
 std::arch::global_asm!(
     r#"
+// Pop the frame the stub pushed (the %rsp slot is skipped: %rsp comes back
+// from the frame address) and the flags.
+.macro RSEQ_EMU_RESTORE
+    pop %rax
+    pop %rcx
+    pop %rdx
+    pop %rbx
+    lea 8(%rsp), %rsp
+    pop %rbp
+    pop %rsi
+    pop %rdi
+    pop %r8
+    pop %r9
+    pop %r10
+    pop %r11
+    pop %r12
+    pop %r13
+    pop %r14
+    pop %r15
+    popfq
+.endm
     .text
     .globl rseq_emu_abort_stub
     .hidden rseq_emu_abort_stub
@@ -123,7 +144,12 @@ rseq_emu_abort_stub:
     push %rdx
     push %rcx
     push %rax
-    cld
+    // The engine is ordinary code: DF clear (the ABI) and AC clear (with
+    // AC set, an unaligned access of the engine or of its merged commit
+    // checks would raise SIGBUS). Both come back with the popfq.
+    pushfq
+    andl $0xfffbfbff, (%rsp)
+    popfq
     mov %rsp, %rbx
     mov %rsp, %rdi
     and $-16, %rsp
@@ -131,44 +157,13 @@ rseq_emu_abort_stub:
     mov %rbx, %rsp
     test %eax, %eax
     jnz 1f
-    pop %rax
-    pop %rcx
-    pop %rdx
-    pop %rbx
-    lea 8(%rsp), %rsp
-    pop %rbp
-    pop %rsi
-    pop %rdi
-    pop %r8
-    pop %r9
-    pop %r10
-    pop %r11
-    pop %r12
-    pop %r13
-    pop %r14
-    pop %r15
-    popfq
+    RSEQ_EMU_RESTORE
     ret
 1:
-    pop %rax
-    pop %rcx
-    pop %rdx
-    pop %rbx
-    lea 8(%rsp), %rsp
-    pop %rbp
-    pop %rsi
-    pop %rdi
-    pop %r8
-    pop %r9
-    pop %r10
-    pop %r11
-    pop %r12
-    pop %r13
-    pop %r14
-    pop %r15
-    popfq
+    RSEQ_EMU_RESTORE
     ret $128
     .size rseq_emu_abort_stub, . - rseq_emu_abort_stub
+.purgem RSEQ_EMU_RESTORE
 "#,
     options(att_syntax)
 );
