@@ -80,27 +80,30 @@ fn native_retry_livelocks_under_a_10us_timer_storm() {
 
 #[test]
 fn engine_completes_every_copy_exactly_under_a_storm_with_the_default_policy() {
-    // A 256 KiB byte copy under a 50 us timer. The copy is a loop of one
+    // A 128 KiB byte copy under a 25 us timer. The copy is a loop of one
     // load and one store per byte with a one-cycle carried dependency: at
-    // least 262,144 cycles, i.e. >= 52 us even at 5 GHz, so no native
-    // attempt can outlast the timer on any machine (measured here: ~140 us
+    // least 131,072 cycles, i.e. >= 26 us even at 5 GHz, so no native
+    // attempt can outlast the timer on any machine (measured here: ~70 us
     // quiet), whatever the load. Native retry therefore aborts every time
-    // and the default policy must engage (256 consecutive aborts ~ 13 ms
-    // at one abort per period, or the 50 ms abort streak). 50 us (not
-    // 10 us) keeps signal delivery from starving the debug build's first
-    // decode (at 10 us this machine spends nearly all of the thread's time
-    // in signal delivery); the emulation itself runs with signals blocked.
-    // Measured: 4-5 completions in 2 s, each emulated (~0.4 s of debug
-    // build emulation each); at least one is asserted, a 4x margin.
+    // and the default policy must engage (here: every 256 consecutive
+    // aborts, ~0.3 s; or a 50 ms abort streak). 25 us (not 10 us) keeps
+    // signal delivery from starving the engine's first decode of the
+    // section, which runs with signals unblocked (at 10 us it can take
+    // seconds here); the emulation itself runs with signals blocked.
+    // A long emulation (~0.2 s in a debug build) may end on another CPU:
+    // the section's CPU check then fails and that attempt is lost, so the
+    // run lasts 3 s. Measured: 5-9 completions in 2 s over 8 runs, each
+    // emulated; at least one is asserted. (256 KiB under a 50 us timer
+    // failed 1 run in 6: 0.4 s emulations, more of them lost that way.)
     let v = livelock(&[
         "--modes",
         "engine",
         "--seconds",
-        "2",
+        "3",
         "--bytes",
-        "262144",
+        "131072",
         "--interval-us",
-        "50",
+        "25",
     ]);
     assert_eq!(
         v["threshold"],

@@ -30,10 +30,12 @@ fn mixed_native_and_emulated_threads_are_exact_under_signals() {
     // a debug build; the 30 s cap only guards against a hang), a signal
     // to every worker every 20 us, every `auto` abort handed to the engine.
     // `--threshold 1` is deliberate, not a work-around for an old policy:
-    // these sections are a few instructions long and abort rarely, so the
-    // default (256 consecutive aborts, or a 50 ms abort streak) would
-    // almost never send an `auto` thread's abort to the engine, and the
-    // point here is to mix the stub's completions with native ones.
+    // it sends every `auto` abort to the engine from the first one. With
+    // the default policy these few-instruction sections, which abort a
+    // few hundred times a second, reach the engine only once their aborts
+    // form a 50 ms streak (no gap over 100 ms): in a release run of ~1 s
+    // that happened for ~100 aborts, in this sub-second debug run it may
+    // not happen at all. The default policy is tested by `livelock`.
     let v = stress(&[
         "--ops",
         "5000000",
@@ -110,8 +112,11 @@ fn bench_paths_add_exactly() {
     for k in ["native_ns", "getpid_ns", "engine_ns", "engine_migration_ns"] {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
+    // Not `engine_retries`: a thread moved to another CPU between reading
+    // its CPU and the commit takes the sequence's own abort path (seen on
+    // this loaded machine); that is a retry, not a refusal.
     assert_eq!(
-        v["engine_retries"], 0,
+        v["engine_refused"], 0,
         "the engine refused the section: {v}"
     );
 }
