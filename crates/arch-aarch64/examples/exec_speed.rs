@@ -7,32 +7,11 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use common::*;
 use rseq_emu_aarch64::Aarch64;
+use rseq_emu_core::bench::{best, report};
 use rseq_emu_core::Program;
-
-/// The fastest of `rounds` batches of `batch` calls: seconds per call.
-fn best(rounds: u32, batch: u32, mut f: impl FnMut() -> u64) -> f64 {
-    let mut best = f64::MAX;
-    for _ in 0..rounds {
-        let t = Instant::now();
-        for _ in 0..batch {
-            black_box(f());
-        }
-        best = best.min(t.elapsed().as_secs_f64() / f64::from(batch));
-    }
-    best
-}
-
-fn report(name: &str, secs: f64, insns: u64) {
-    println!(
-        "{name:<40} {:>9.1} ns  {:>6.1} M insns/s",
-        secs * 1e9,
-        insns as f64 / secs / 1e6
-    );
-}
 
 fn main() {
     let copy = program(COPY);

@@ -1,7 +1,9 @@
 //! Fuzz bodies, shared by the cargo-fuzz target `a64_exec` in `fuzz/` and
 //! by the ordinary test that runs them over a fixed seed corpus.
 
-use rseq_emu_core::{Memory, Outcome, Program, SparseMemory};
+use rseq_emu_core::fuzzing::step_checked;
+use rseq_emu_core::rng::xorshift64;
+use rseq_emu_core::{Program, SparseMemory};
 
 use crate::{A64State, Aarch64};
 
@@ -11,9 +13,10 @@ const DATA_LEN: usize = 0x1000;
 
 /// Decode arbitrary bytes as a section and run them from an arbitrary
 /// state on a small [`SparseMemory`] (one writable page, then a read-only
-/// one). Must never panic; checks that a fault or an Unsupported stop
-/// leaves state and memory untouched and that every successful step moves
-/// the pc.
+/// one). Must never panic; checks, one step at a time
+/// (`rseq_emu_core::fuzzing::step_checked`), that a fault or an
+/// Unsupported stop leaves state and memory untouched and that every
+/// other step counts exactly one instruction.
 ///
 /// Layout of `data`: 31 × 8 bytes of x registers (an odd value becomes a
 /// pointer into the data page), 8 bytes of sp, 4 bytes of nzcv, 16 bytes
@@ -57,9 +60,7 @@ pub fn fuzz_exec(data: &[u8]) {
     if let Some(seed) = take(8) {
         let mut x = seed | 1;
         for r in st.v.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift64(&mut x);
             *r = u128::from(x) << 64 | u128::from(x.rotate_left(17));
         }
         st.tpidr_el0 = DATA_BASE + (x % DATA_LEN as u64);
@@ -77,26 +78,7 @@ pub fn fuzz_exec(data: &[u8]) {
     let mut mem = SparseMemory::new();
     let _ = mem.map(DATA_BASE, vec![0x5a; DATA_LEN], true);
     let _ = mem.map(DATA_BASE + DATA_LEN as u64, vec![0xa5; 0x100], false);
-    for _ in 0..256 {
-        let before = st;
-        let mut snap = vec![0u8; DATA_LEN];
-        let _ = mem.read(DATA_BASE, &mut snap);
-        let r = prog.run(&mut st, &mut mem, 1);
-        match r.outcome {
-            Outcome::BudgetExceeded { .. } => {
-                assert_eq!(r.steps, 1);
-                continue;
-            }
-            Outcome::Fault { .. } | Outcome::Unsupported { .. } => {
-                assert_eq!(st, before, "state changed by a stopped instruction");
-                let mut now = vec![0u8; DATA_LEN];
-                let _ = mem.read(DATA_BASE, &mut now);
-                assert_eq!(now, snap, "memory changed by a stopped instruction");
-                return;
-            }
-            _ => return,
-        }
-    }
+    step_checked(&prog, &mut st, &mut mem, DATA_BASE, DATA_LEN, 256);
 }
 
 /// A fixed seed corpus: instructions of real rseq sections with several
@@ -134,12 +116,7 @@ pub fn seed_corpus() -> Vec<Vec<u8>> {
     ];
     let mut out = Vec::new();
     let mut x = 0x1234_5678_9abc_def0u64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = || xorshift64(&mut x);
     for (i, c) in codes.iter().enumerate() {
         for k in 0..8u64 {
             let mut v = Vec::new();

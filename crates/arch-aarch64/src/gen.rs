@@ -8,7 +8,7 @@
 //! [`BLOCK`], two writable data pages at [`DATA`], an unmapped page, and a
 //! read-only page at [`RO`].
 
-use crate::oracle::{Case, Region, EXIT_BRK, WINDOW_START};
+use crate::oracle::{code_page, Case, Region, WINDOW_START};
 use crate::A64State;
 
 /// The code page.
@@ -25,10 +25,11 @@ pub const RO: u64 = DATA + DATA_LEN + 0x1000;
 /// Size of the read-only page.
 pub const RO_LEN: u64 = 0x1000;
 
-/// A small deterministic PRNG (splitmix64) that also picks registers.
+/// The shared seeded PRNG ([`rseq_emu_core::rng::Rng`]) plus the register
+/// pool [`Rng::reg`] picks from.
 #[derive(Clone, Debug)]
 pub struct Rng {
-    state: u64,
+    bits: rseq_emu_core::rng::Rng,
     /// When non-empty, [`Rng::reg`] picks from these registers only (blocks
     /// use a small pool so instructions depend on each other).
     pool: Vec<u32>,
@@ -38,29 +39,25 @@ impl Rng {
     /// A generator from `seed`.
     pub fn new(seed: u64) -> Self {
         Rng {
-            state: seed,
+            bits: rseq_emu_core::rng::Rng::new(seed),
             pool: Vec::new(),
         }
     }
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.bits.next_u64()
     }
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
+        self.bits.below(n)
     }
     /// A random `u32` in `0..n`.
     pub fn u(&mut self, n: u32) -> u32 {
-        self.below(u64::from(n)) as u32
+        self.bits.below_u32(n)
     }
     /// True with probability 1/n.
     pub fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
+        self.bits.one_in(n)
     }
     /// An interesting register value.
     pub fn value(&mut self) -> u64 {
@@ -131,11 +128,7 @@ pub fn random_state(r: &mut Rng) -> A64State {
 
 /// Build the case for `words` at [`BLOCK`] from `state`, with random data.
 pub fn make_case(r: &mut Rng, words: &[u32], state: A64State) -> Generated {
-    let mut code = EXIT_BRK.to_le_bytes().repeat(1024);
-    let at = (BLOCK - CODE) as usize;
-    for (i, w) in words.iter().enumerate() {
-        code[at + 4 * i..at + 4 * i + 4].copy_from_slice(&w.to_le_bytes());
-    }
+    let code = code_page(words, (BLOCK - CODE) as usize);
     // 64 random words repeated over the data: varied values, cheap to build.
     let fill = r.below(3);
     let pattern: Vec<u8> = (0..64u64)
@@ -153,24 +146,9 @@ pub fn make_case(r: &mut Rng, words: &[u32], state: A64State) -> Generated {
     Generated {
         case: Case {
             regions: vec![
-                Region {
-                    addr: CODE,
-                    bytes: code,
-                    writable: false,
-                    exec: true,
-                },
-                Region {
-                    addr: DATA,
-                    bytes: data,
-                    writable: true,
-                    exec: false,
-                },
-                Region {
-                    addr: RO,
-                    bytes: ro,
-                    writable: false,
-                    exec: false,
-                },
+                Region::code(CODE, code),
+                Region::data(DATA, data),
+                Region::read_only(RO, ro),
             ],
             state,
         },

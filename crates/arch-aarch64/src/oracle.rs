@@ -72,6 +72,47 @@ pub struct Region {
     pub exec: bool,
 }
 
+impl Region {
+    /// Executable, read-only code.
+    pub fn code(addr: u64, bytes: Vec<u8>) -> Self {
+        Region {
+            addr,
+            bytes,
+            writable: false,
+            exec: true,
+        }
+    }
+    /// Writable data.
+    pub fn data(addr: u64, bytes: Vec<u8>) -> Self {
+        Region {
+            addr,
+            bytes,
+            writable: true,
+            exec: false,
+        }
+    }
+    /// Read-only data.
+    pub fn read_only(addr: u64, bytes: Vec<u8>) -> Self {
+        Region {
+            addr,
+            bytes,
+            writable: false,
+            exec: false,
+        }
+    }
+}
+
+/// A 4 KiB code page of [`EXIT_BRK`] words with `words` at byte offset
+/// `at`: whatever the block branches to outside itself stops the run.
+/// Panics when the block does not fit in the page.
+pub fn code_page(words: &[u32], at: usize) -> Vec<u8> {
+    let mut code = EXIT_BRK.to_le_bytes().repeat(1024);
+    for (i, w) in words.iter().enumerate() {
+        code[at + 4 * i..at + 4 * i + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    code
+}
+
 /// One case for the oracle: memory and the entry state (`pc` included).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Case {

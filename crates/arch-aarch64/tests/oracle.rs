@@ -1,20 +1,14 @@
 //! The qemu-user oracle itself, then the executor against it over random
 //! states and instruction forms.
 
-use rseq_emu_aarch64::oracle::{QemuOracle, Region, EXIT_BRK, SIGSEGV, SIGTRAP, WINDOW_START};
+use rseq_emu_aarch64::oracle::{code_page, QemuOracle, Region, SIGSEGV, SIGTRAP, WINDOW_START};
 use rseq_emu_aarch64::A64State;
 
 const CODE: u64 = WINDOW_START;
 const DATA: u64 = WINDOW_START + 0x10000;
 
 fn case(words: &[u32], data: Vec<u8>) -> rseq_emu_aarch64::oracle::Case {
-    let mut code = vec![0u8; 4096];
-    for c in code.chunks_mut(4) {
-        c.copy_from_slice(&EXIT_BRK.to_le_bytes());
-    }
-    for (i, w) in words.iter().enumerate() {
-        code[0x800 + 4 * i..0x804 + 4 * i].copy_from_slice(&w.to_le_bytes());
-    }
+    let code = code_page(words, 0x800);
     let mut state = A64State {
         pc: CODE + 0x800,
         sp: DATA + 0x800,
@@ -28,20 +22,7 @@ fn case(words: &[u32], data: Vec<u8>) -> rseq_emu_aarch64::oracle::Case {
     }
     state.tpidr_el0 = 0xdead_beef_0000;
     rseq_emu_aarch64::oracle::Case {
-        regions: vec![
-            Region {
-                addr: CODE,
-                bytes: code,
-                writable: false,
-                exec: true,
-            },
-            Region {
-                addr: DATA,
-                bytes: data,
-                writable: true,
-                exec: false,
-            },
-        ],
+        regions: vec![Region::code(CODE, code), Region::data(DATA, data)],
         state,
     }
 }
@@ -135,12 +116,8 @@ fn oracle_times_out_endless_loops() {
 fn oracle_reports_faults() {
     let mut o = QemuOracle::spawn().unwrap_or_else(|e| panic!("{e}"));
     let mut c = case(&[0xf900_0020], vec![0; 4096]); // str x0, [x1]
-    c.regions.push(Region {
-        addr: DATA + 0x2000,
-        bytes: vec![7; 4096],
-        writable: false,
-        exec: false,
-    });
+    c.regions
+        .push(Region::read_only(DATA + 0x2000, vec![7; 4096]));
     c.state.x[1] = DATA + 0x2008;
     let r = o.run(&c).expect("run");
     assert_eq!(

@@ -24,7 +24,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(run_copy(&copy, &mut mem)))
     });
     g.bench_function("byte_copy_1000_flat_memory", |b| {
-        let mut mem = Flat(vec![7u8; 0x4000]);
+        let mut mem = flat();
         assert_eq!(run_copy(&copy, &mut mem), COPY_STEPS);
         b.iter(|| black_box(run_copy(&copy, &mut mem)))
     });

@@ -7,40 +7,19 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use common::*;
+use rseq_emu_core::bench::{best, report};
 use rseq_emu_core::Program;
 use rseq_emu_x86_64::X86_64;
-
-/// The fastest of `rounds` batches of `batch` calls: seconds per call.
-fn best(rounds: u32, batch: u32, mut f: impl FnMut() -> u64) -> f64 {
-    let mut best = f64::MAX;
-    for _ in 0..rounds {
-        let t = Instant::now();
-        for _ in 0..batch {
-            black_box(f());
-        }
-        best = best.min(t.elapsed().as_secs_f64() / f64::from(batch));
-    }
-    best
-}
-
-fn report(name: &str, secs: f64, insns: u64) {
-    println!(
-        "{name:<40} {:>9.1} ns  {:>6.1} M insns/s",
-        secs * 1e9,
-        insns as f64 / secs / 1e6
-    );
-}
 
 fn main() {
     let copy = copy_program();
     let mut mem = memory();
     let t = best(40, 50, || run_copy(&copy, &mut mem));
     report("execute/byte_copy_1000", t, COPY_STEPS);
-    let mut flat = Flat(vec![7u8; 0x4000]);
-    let t = best(40, 50, || run_copy(&copy, &mut flat));
+    let mut fl = flat();
+    let t = best(40, 50, || run_copy(&copy, &mut fl));
     report("execute/byte_copy_1000_flat_memory", t, COPY_STEPS);
     let counter = counter_program();
     let mut mem = memory();

@@ -288,17 +288,23 @@ fn szp(r: u64, w: Width) -> u64 {
     parity(r) | (u64::from(r == 0) * ZF) | (u64::from(r & w.sign != 0) << 7)
 }
 
+/// The six flags of an add or subtract of `a` and `b` giving `r`, from
+/// its carry (borrow) and overflow vectors, whose sign bits are CF and OF.
+#[inline(always)]
+fn arith_flags(a: u64, b: u64, r: u64, carry: u64, of: u64, w: Width) -> u64 {
+    szp(r, w)
+        | u64::from(carry & w.sign != 0)
+        | ((a ^ b ^ r) & AF)
+        | (u64::from(of & w.sign != 0) << 11)
+}
+
 /// `a + b + c` (operands masked): result and all six flags, branch-free.
 #[inline(always)]
 fn add(a: u64, b: u64, c: u64, w: Width) -> (u64, u64) {
     let r = a.wrapping_add(b).wrapping_add(c) & w.mask;
     let carry = (a & b) | ((a | b) & !r);
     let of = (a ^ r) & (b ^ r);
-    let f = szp(r, w)
-        | u64::from(carry & w.sign != 0)
-        | ((a ^ b ^ r) & AF)
-        | (u64::from(of & w.sign != 0) << 11);
-    (r, f)
+    (r, arith_flags(a, b, r, carry, of, w))
 }
 
 /// `a - b - c` (operands masked): result and all six flags, branch-free.
@@ -307,11 +313,7 @@ fn sub(a: u64, b: u64, c: u64, w: Width) -> (u64, u64) {
     let r = a.wrapping_sub(b).wrapping_sub(c) & w.mask;
     let borrow = (!a & b) | ((!a | b) & r);
     let of = (a ^ b) & (a ^ r);
-    let f = szp(r, w)
-        | u64::from(borrow & w.sign != 0)
-        | ((a ^ b ^ r) & AF)
-        | (u64::from(of & w.sign != 0) << 11);
-    (r, f)
+    (r, arith_flags(a, b, r, borrow, of, w))
 }
 
 /// One ALU operation on masked operands: result and flags, branch-free.
@@ -348,6 +350,39 @@ fn inc_dec(a: u64, dec: bool, w: Width) -> (u64, u64) {
         add(a, 1, 0, w)
     };
     (r, f & !CF)
+}
+
+/// `op` on register `d` and the masked operand `b`: result to `d` (unless
+/// `op` only compares), flags to rflags.
+#[inline(always)]
+fn alu_reg(st: &mut X86State, op: Alu, d: u8, b: u64, w: Width) {
+    let a = st.gpr[d as usize] & w.mask;
+    let (r, f) = alu(op, a, b, st.rflags, w);
+    if op.writes() {
+        put(st, d, r, w);
+    }
+    set_status(st, f);
+}
+
+/// `op` on memory at `m` and the masked operand `b`: load, then the store
+/// (unless `op` only compares), then the flags, so a fault changes nothing.
+#[inline(always)]
+fn alu_mem<M: Memory + ?Sized>(
+    st: &mut X86State,
+    mem: &mut M,
+    op: Alu,
+    m: &MemRef,
+    b: u64,
+    w: Width,
+) -> Result<(), Stop> {
+    let addr = ea(m, st)?;
+    let a = load(mem, addr, w.size)?;
+    let (r, f) = alu(op, a, b, st.rflags, w);
+    if op.writes() {
+        store(mem, addr, w.size, r)?;
+    }
+    set_status(st, f);
+    Ok(())
 }
 
 /// Execute a specialised form (anything but [`Fast::Generic`]); sets rip.
@@ -388,50 +423,19 @@ pub fn execute<M: Memory + ?Sized>(
             put(st, d, a, w);
         }
         Fast::AluRR { op, d, s, w } => {
-            let a = st.gpr[d as usize] & w.mask;
             let b = st.gpr[s as usize] & w.mask;
-            let (r, f) = alu(op, a, b, st.rflags, w);
-            if op.writes() {
-                put(st, d, r, w);
-            }
-            set_status(st, f);
+            alu_reg(st, op, d, b, w);
         }
-        Fast::AluRI { op, d, v, w } => {
-            let a = st.gpr[d as usize] & w.mask;
-            let (r, f) = alu(op, a, v, st.rflags, w);
-            if op.writes() {
-                put(st, d, r, w);
-            }
-            set_status(st, f);
-        }
+        Fast::AluRI { op, d, v, w } => alu_reg(st, op, d, v, w),
         Fast::AluRM { op, d, m, w } => {
             let b = load(mem, ea(&m, st)?, w.size)?;
-            let a = st.gpr[d as usize] & w.mask;
-            let (r, f) = alu(op, a, b, st.rflags, w);
-            if op.writes() {
-                put(st, d, r, w);
-            }
-            set_status(st, f);
+            alu_reg(st, op, d, b, w);
         }
         Fast::AluMR { op, m, s, w } => {
-            let addr = ea(&m, st)?;
-            let a = load(mem, addr, w.size)?;
             let b = st.gpr[s as usize] & w.mask;
-            let (r, f) = alu(op, a, b, st.rflags, w);
-            if op.writes() {
-                store(mem, addr, w.size, r)?;
-            }
-            set_status(st, f);
+            alu_mem(st, mem, op, &m, b, w)?;
         }
-        Fast::AluMI { op, m, v, w } => {
-            let addr = ea(&m, st)?;
-            let a = load(mem, addr, w.size)?;
-            let (r, f) = alu(op, a, v, st.rflags, w);
-            if op.writes() {
-                store(mem, addr, w.size, r)?;
-            }
-            set_status(st, f);
-        }
+        Fast::AluMI { op, m, v, w } => alu_mem(st, mem, op, &m, v, w)?,
         Fast::IncDecR { dec, d, w } => {
             let (r, f) = inc_dec(st.gpr[d as usize] & w.mask, dec, w);
             put(st, d, r, w);

@@ -1,7 +1,9 @@
 //! Fuzz bodies, shared by the cargo-fuzz targets in `fuzz/` and by the
 //! ordinary tests that run them over a fixed seed corpus.
 
-use rseq_emu_core::{Memory, Outcome, Program, SparseMemory};
+use rseq_emu_core::fuzzing::step_checked;
+use rseq_emu_core::rng::xorshift64;
+use rseq_emu_core::{Program, SparseMemory};
 
 use crate::{X86State, X86_64};
 
@@ -9,8 +11,9 @@ const CODE_BASE: u64 = 0x40_0000;
 const DATA_BASE: u64 = 0x1000;
 
 /// Decode arbitrary bytes as a section and run them from an arbitrary state
-/// on a small [`SparseMemory`]. Must never panic; checks that a fault or
-/// an Unsupported stop leaves state and memory untouched.
+/// on a small [`SparseMemory`]. Must never panic; checks, one step at a
+/// time, that a fault or an Unsupported stop leaves state and memory
+/// untouched (`rseq_emu_core::fuzzing::step_checked`).
 ///
 /// Layout of `data`: 16 × 8 bytes of registers, 8 bytes of flags, then code.
 ///
@@ -49,23 +52,7 @@ pub fn fuzz_exec(data: &[u8]) {
     let _ = mem.map(DATA_BASE, vec![0x5a; 0x1000], true);
     let _ = mem.map(DATA_BASE + 0x1000, vec![0xa5; 0x100], false);
     // Step one instruction at a time to check the no-change-on-error rule.
-    for _ in 0..256 {
-        let before = st;
-        let mut snap = vec![0u8; 0x1000];
-        let _ = mem.read(DATA_BASE, &mut snap);
-        let r = prog.run(&mut st, &mut mem, 1);
-        match r.outcome {
-            Outcome::BudgetExceeded { .. } => continue,
-            Outcome::Fault { .. } | Outcome::Unsupported { .. } => {
-                assert_eq!(st, before, "state changed by a stopped instruction");
-                let mut now = vec![0u8; 0x1000];
-                let _ = mem.read(DATA_BASE, &mut now);
-                assert_eq!(now, snap, "memory changed by a stopped instruction");
-                return;
-            }
-            _ => return,
-        }
-    }
+    step_checked(&prog, &mut st, &mut mem, DATA_BASE, 0x1000, 256);
 }
 
 /// A fixed seed corpus: real rseq instructions with several register
@@ -85,12 +72,7 @@ pub fn seed_corpus() -> Vec<Vec<u8>> {
     ];
     let mut out = Vec::new();
     let mut x = 0x1234_5678_9abc_def0u64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = || xorshift64(&mut x);
     for (i, c) in codes.iter().enumerate() {
         for k in 0..8u64 {
             let mut v = Vec::new();

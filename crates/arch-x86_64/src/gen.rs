@@ -389,12 +389,12 @@ pub fn snippet(rng: &mut Rng, n: &Native, ts: &[T]) -> Vec<u8> {
     };
     match tpl.imm {
         Imm::None => {}
-        Imm::B => out.push(rng.value() as u8),
-        Imm::Z if o16 => out.extend((rng.value() as u16).to_le_bytes()),
-        Imm::Z => out.extend((rng.value() as u32).to_le_bytes()),
-        Imm::V if w => out.extend(rng.value().to_le_bytes()),
-        Imm::V if o16 => out.extend((rng.value() as u16).to_le_bytes()),
-        Imm::V => out.extend((rng.value() as u32).to_le_bytes()),
+        Imm::B => out.push(value(rng) as u8),
+        Imm::Z if o16 => out.extend((value(rng) as u16).to_le_bytes()),
+        Imm::Z => out.extend((value(rng) as u32).to_le_bytes()),
+        Imm::V if w => out.extend(value(rng).to_le_bytes()),
+        Imm::V if o16 => out.extend((value(rng) as u16).to_le_bytes()),
+        Imm::V => out.extend((value(rng) as u32).to_le_bytes()),
     }
     if let Some(p) = rip {
         let target = n.scratch_addr() + 64 + rng.below(SCRATCH_LEN as u64 - 128);
@@ -404,13 +404,34 @@ pub fn snippet(rng: &mut Rng, n: &Native, ts: &[T]) -> Vec<u8> {
     out
 }
 
+/// An interesting register or immediate value: small, small negative,
+/// a sign/width boundary, a random 32-bit or a random 64-bit value.
+fn value(rng: &mut Rng) -> u64 {
+    match rng.below(8) {
+        0 => rng.below(70),
+        1 => (rng.below(600) as i64 - 300) as u64,
+        2 => [
+            0,
+            u64::MAX,
+            0x8000_0000,
+            0x7fff_ffff,
+            0x8000,
+            0x80,
+            0x7f,
+            1 << 63,
+        ][rng.below(8) as usize],
+        3 => rng.next_u64() & 0xffff_ffff,
+        _ => rng.next_u64(),
+    }
+}
+
 /// A random state for `code`, with memory operands of its first instruction
 /// pointed into scratch, rsp inside scratch and return/indirect targets at
 /// the snippet's end.
 pub fn state_for(rng: &mut Rng, n: &Native, code: Vec<u8>) -> Case {
     let mut st = X86State::default();
     for g in st.gpr.iter_mut() {
-        *g = rng.value();
+        *g = value(rng);
     }
     st.rflags = rng.next_u64();
     st.fs_base = rng.next_u64() & ((1 << 46) - 1);
@@ -419,7 +440,7 @@ pub fn state_for(rng: &mut Rng, n: &Native, code: Vec<u8>) -> Case {
     st.gpr[reg::RSP] = sa + 1024 + rng.below(64) * 8;
     let mut scratch = vec![0u8; SCRATCH_LEN];
     for c in scratch.chunks_mut(8) {
-        let v = rng.value().to_le_bytes();
+        let v = value(rng).to_le_bytes();
         c.copy_from_slice(&v[..c.len()]);
     }
     let ip = n.snippet_ip();

@@ -209,43 +209,7 @@ impl Drop for Native {
     }
 }
 
-/// A small deterministic PRNG (splitmix64).
-#[derive(Clone, Debug)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-    /// An interesting register value.
-    pub fn value(&mut self) -> u64 {
-        match self.below(8) {
-            0 => self.below(70),
-            1 => (self.below(600) as i64 - 300) as u64,
-            2 => [
-                0,
-                u64::MAX,
-                0x8000_0000,
-                0x7fff_ffff,
-                0x8000,
-                0x80,
-                0x7f,
-                1 << 63,
-            ][self.below(8) as usize],
-            3 => self.next_u64() & 0xffff_ffff,
-            _ => self.next_u64(),
-        }
-    }
-}
+pub use rseq_emu_core::rng::Rng;
 
 /// One comparison case.
 #[derive(Clone, Debug)]
@@ -395,7 +359,7 @@ pub fn fuzz_oracle(data: &[u8]) {
     if data.len() < 8 {
         return;
     }
-    let mut rng = Rng(u64::from_le_bytes(data[..8].try_into().unwrap_or_default()));
+    let mut rng = Rng::new(u64::from_le_bytes(data[..8].try_into().unwrap_or_default()));
     let mut code: Vec<u8> = data[8..].iter().copied().take(15).collect();
     // One instruction: undefined flags are known per instruction.
     let len = usize::from(<X86_64 as rseq_emu_core::Arch>::decode(&code, 0).len);

@@ -23,14 +23,14 @@ fn executor_matches_the_cpu() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_0001);
     let mut native = Native::new().expect("native oracle available");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut matched = 0u64;
     let mut per_kind: HashMap<String, u64> = HashMap::new();
     let mut i = 0u64;
     while matched < n_cases {
         i += 1;
         let case_seed = rng.next_u64();
-        let mut crng = Rng(case_seed);
+        let mut crng = Rng::new(case_seed);
         let case = random_case(&mut crng, &native);
         match check(&mut native, &case) {
             Ok(Verdict::Match) => {
@@ -182,7 +182,7 @@ fn fuzz_oracle_non_canonical_fs_offset() {
         let mut code: Vec<u8> = c[8..].iter().copied().take(15).collect();
         code.truncate(10);
         let seed = u64::from_le_bytes(c[..8].try_into().unwrap());
-        let case = state_for(&mut Rng(seed), &native, code);
+        let case = state_for(&mut Rng::new(seed), &native, code);
         assert_eq!(check(&mut native, &case), Ok(Verdict::Skipped));
     }
 }
@@ -211,7 +211,7 @@ fn fuzz_oracle_jmp_abs_minus_1() {
         d.text
     );
     for seed in 0..64 {
-        let case = state_for(&mut Rng(seed), &native, code.clone());
+        let case = state_for(&mut Rng::new(seed), &native, code.clone());
         assert_eq!(check(&mut native, &case), Ok(Verdict::Skipped));
     }
 }

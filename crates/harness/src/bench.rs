@@ -13,7 +13,7 @@
 //!
 //! Every path adds 1 to the same slot; the final value is checked.
 
-use crate::stress::{rseq_emu_stress_push, seqs, Exit};
+use crate::stress::{native_push, seqs, Exit};
 use rseq_emu_runtime::engine::Pinned;
 use rseq_emu_runtime::registration;
 use rseq_emu_x86_64::reg;
@@ -53,7 +53,7 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
         let cpu = registration::current_cpu().unwrap_or(0);
         let cur = slot.load(Ordering::Relaxed);
         // SAFETY: `area` is this thread's registration; `v` is live.
-        if unsafe { rseq_emu_stress_push(area, cpu, v, cur, cur + 1) } == 0 {
+        if unsafe { native_push(area, cpu, v, cur, cur + 1) } == 0 {
             adds += 1;
             break;
         }
@@ -72,12 +72,16 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
             (reg::R8, cur + 1),
         ]
     };
-    let mut retries = 0u64;
+    // `retries`: the sequence's own abort path (the thread moved to
+    // another CPU between reading its CPU and the commit); `refused`: the
+    // engine answered native retry for another reason.
+    let (mut retries, mut refused) = (0u64, 0u64);
     let engine = ns_per(n, || {
         let cpu = registration::current_cpu().unwrap_or(0);
         match seqs.push.emulate(&regs(cpu)) {
             Some((Exit::Post(_), _)) => adds += 1,
-            _ => retries += 1,
+            Some(_) => retries += 1,
+            None => refused += 1,
         }
     });
     let ncpu = std::thread::available_parallelism()?.get() as u32;
@@ -95,7 +99,8 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
                 adds += 1;
                 migrated += u64::from(cpu != here);
             }
-            _ => mig_retries += 1,
+            Some(_) => mig_retries += 1,
+            None => refused += 1,
         }
     });
     let exact = slot.load(Ordering::Relaxed) == adds;
@@ -105,6 +110,7 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
             serde_json::json!({
                 "iters": n, "native_ns": native, "getpid_ns": getpid, "engine_ns": engine,
                 "engine_over_getpid": engine / getpid, "engine_retries": retries,
+                "engine_refused": refused,
                 "migration_iters": mig_iters, "engine_migration_ns": migration,
                 "migrated": migrated, "migration_retries": mig_retries, "slot_exact": exact,
             })
@@ -113,7 +119,7 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
         println!("native rseq compare-and-store   {native:10.1} ns");
         println!("bare syscall (getpid)           {getpid:10.1} ns");
         println!(
-            "engine emulate+commit           {engine:10.1} ns  ({:.1}x getpid, {retries} native retries)",
+            "engine emulate+commit           {engine:10.1} ns  ({:.1}x getpid, {retries} native retries, {refused} refusals)",
             engine / getpid
         );
         println!(

@@ -430,7 +430,7 @@ fn parse_regs(
 
 /// The code, from the `elf` reference: the loaded segment holding `start_ip`,
 /// and the descriptor bytes at its link address.
-fn load_elf(cx: &Ctx, e: &ElfFile) -> Result<(u64, Vec<u8>, u64, Option<RseqCs>), FixtureError> {
+fn load_elf(cx: &Ctx, e: &ElfFile) -> Result<(u64, Vec<u8>, u64, RseqCs), FixtureError> {
     let dir = cx.path.parent().unwrap_or(Path::new("."));
     let p = dir.join(&e.path);
     let data = std::fs::read(&p)
@@ -442,41 +442,51 @@ fn load_elf(cx: &Ctx, e: &ElfFile) -> Result<(u64, Vec<u8>, u64, Option<RseqCs>)
             format!("{} is not an ELF file: {err}", p.display()),
         )
     })?;
+    // The file is untrusted: every sum is checked (`None` = not there).
+    let file_range = |off: u64, len: u64| -> Option<&[u8]> {
+        let start = usize::try_from(off).ok()?;
+        data.get(start..start.checked_add(usize::try_from(len).ok()?)?)
+    };
+    let holds = |ph: &goblin::elf::ProgramHeader, vaddr: u64, len: u64| {
+        ph.p_type == goblin::elf::program_header::PT_LOAD
+            && vaddr >= ph.p_vaddr
+            && matches!(
+                (vaddr.checked_add(len), ph.p_vaddr.checked_add(ph.p_filesz)),
+                (Some(end), Some(seg_end)) if end <= seg_end
+            )
+    };
     let seg_bytes = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
         elf.program_headers.iter().find_map(|ph| {
-            if ph.p_type != goblin::elf::program_header::PT_LOAD
-                || vaddr < ph.p_vaddr
-                || vaddr + len > ph.p_vaddr + ph.p_filesz
-            {
+            if !holds(ph, vaddr, len) {
                 return None;
             }
-            let off = (ph.p_offset + (vaddr - ph.p_vaddr)) as usize;
-            data.get(off..off + len as usize).map(<[u8]>::to_vec)
+            let off = ph.p_offset.checked_add(vaddr - ph.p_vaddr)?;
+            file_range(off, len).map(<[u8]>::to_vec)
         })
     };
-    let cs = seg_bytes(desc, 32).map(|b| {
-        let arr: [u8; 32] = b.try_into().unwrap_or([0; 32]);
-        RseqCs::from_bytes(&arr)
-    });
-    let start = cs.map(|c| c.start_ip).unwrap_or(0);
+    let cs = seg_bytes(desc, 32)
+        .map(|b| {
+            let arr: [u8; 32] = b.try_into().unwrap_or([0; 32]);
+            RseqCs::from_bytes(&arr)
+        })
+        .ok_or_else(|| {
+            cx.err(
+                "elf.descriptor",
+                format!("0x{desc:x} is not inside a loaded segment of the ELF file"),
+            )
+        })?;
+    let start = cs.start_ip;
     let seg = elf
         .program_headers
         .iter()
-        .find(|ph| {
-            ph.p_type == goblin::elf::program_header::PT_LOAD
-                && ph.is_executable()
-                && start >= ph.p_vaddr
-                && start < ph.p_vaddr + ph.p_filesz
-        })
+        .find(|ph| ph.is_executable() && holds(ph, start, 1))
         .ok_or_else(|| {
             cx.err(
                 "elf.descriptor",
                 format!("no executable loaded segment holds start_ip 0x{start:x} of the descriptor at 0x{desc:x}"),
             )
         })?;
-    let off = seg.p_offset as usize;
-    let code = data
-        .get(off..off + seg.p_filesz as usize)
+    let code = file_range(seg.p_offset, seg.p_filesz)
         .ok_or_else(|| cx.err("elf.path", "segment beyond the end of the file"))?
         .to_vec();
     Ok((seg.p_vaddr, code, desc, cs))
@@ -488,17 +498,102 @@ pub fn load(path: &Path) -> Result<Case, FixtureError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| cx.err("", format!("cannot read: {e}")))?;
     let f: FixtureFile = serde_json::from_str(&text).map_err(|e| {
-        let msg = e.to_string();
-        // serde names the field in "missing field `x`" / "unknown field `x`".
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.contains("field"))
-            .unwrap_or("")
-            .to_string();
-        cx.err(field, format!("invalid fixture JSON: {msg}"))
+        let field = match e.classify() {
+            serde_json::error::Category::Data => data_error_field(&text, &e),
+            _ => String::new(),
+        };
+        cx.err(field, format!("invalid fixture JSON: {e}"))
     })?;
     from_file(path, f)
+}
+
+/// The field a serde data error is about: the JSON path of the value at
+/// the error's position, plus the key serde names in "missing field `x`" /
+/// "unknown field `x`".
+fn data_error_field(text: &str, e: &serde_json::Error) -> String {
+    let offset = text
+        .split_inclusive('\n')
+        .take(e.line().saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>()
+        + e.column();
+    let mut path = json_path_at(text, offset);
+    let msg = e.to_string();
+    let named = msg
+        .split('`')
+        .nth(1)
+        .filter(|_| msg.contains("missing field") || msg.contains("unknown field"));
+    if let Some(name) = named {
+        if !(path == name || path.ends_with(&format!(".{name}"))) {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(name);
+        }
+    }
+    path
+}
+
+/// The JSON path (`memory[0].writable`) of the innermost value that the
+/// first `end` bytes of `text` are inside or have just closed. A tiny
+/// scanner, for error messages only: `text` is known to be JSON up to the
+/// point where serde stopped.
+fn json_path_at(text: &str, end: usize) -> String {
+    enum Frame {
+        /// The current key, and whether the next string is a key.
+        Object(Option<String>, bool),
+        /// The current index.
+        Array(usize),
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let b = text.as_bytes();
+    let end = end.min(b.len());
+    let mut i = 0;
+    while i < end {
+        match b[i] {
+            b'{' => stack.push(Frame::Object(None, true)),
+            b'[' => stack.push(Frame::Array(0)),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Object(_, expect_key)) => *expect_key = true,
+                Some(Frame::Array(n)) => *n += 1,
+                None => {}
+            },
+            b':' => {
+                if let Some(Frame::Object(_, expect_key)) = stack.last_mut() {
+                    *expect_key = false;
+                }
+            }
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                if let Some(Frame::Object(key, true)) = stack.last_mut() {
+                    *key = Some(String::from_utf8_lossy(&b[start..i.min(b.len())]).into_owned());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let mut path = String::new();
+    for f in &stack {
+        match f {
+            Frame::Object(Some(k), _) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+            }
+            Frame::Object(None, _) => {}
+            Frame::Array(n) => path.push_str(&format!("[{n}]")),
+        }
+    }
+    path
 }
 
 /// Validate an already parsed fixture (`path` is used in errors and to
@@ -548,13 +643,7 @@ pub fn from_file(path: &Path, f: FixtureFile) -> Result<Case, FixtureError> {
             };
             (cx.u64("descriptor.address", &d.address)?, cs)
         }
-        (None, Some((a, Some(cs)))) => (a, cs),
-        (None, Some((a, None))) => {
-            return Err(cx.err(
-                "elf.descriptor",
-                format!("0x{a:x} is not inside a loaded segment of the ELF file"),
-            ))
-        }
+        (None, Some((a, cs))) => (a, cs),
         (None, None) => return Err(cx.err("descriptor", "missing field")),
     };
     let signature = match &f.signature {
@@ -564,7 +653,15 @@ pub fn from_file(path: &Path, f: FixtureFile) -> Result<Case, FixtureError> {
         }
         None => arch.default_signature(),
     };
-    let code_end = code_address + code.len() as u64;
+    let code_end = code_address.checked_add(code.len() as u64).ok_or_else(|| {
+        cx.err(
+            "code",
+            format!(
+                "0x{code_address:x} + {} bytes wraps past the end of the address space",
+                code.len()
+            ),
+        )
+    })?;
     let in_code = |a: u64, n: u64| a >= code_address && a.saturating_add(n) <= code_end;
     let post = cs.start_ip.wrapping_add(cs.post_commit_offset);
     if cs.post_commit_ip().is_none() || !in_code(cs.start_ip, cs.post_commit_offset) {
@@ -600,7 +697,7 @@ pub fn from_file(path: &Path, f: FixtureFile) -> Result<Case, FixtureError> {
     build_memory_inner(&cx, code_address, &code, &memory)?;
     if !memory
         .iter()
-        .any(|(a, b, _)| rseq_area >= *a && rseq_area + 32 <= a + b.len() as u64)
+        .any(|(a, b, _)| rseq_area >= *a && rseq_area.saturating_add(32) <= a + b.len() as u64)
     {
         return Err(cx.err(
             "rseq_area",
@@ -733,5 +830,26 @@ impl Case {
         let cx = Ctx { path: &self.path };
         // Validated in `load`; cannot fail here.
         build_memory_inner(&cx, self.code_address, &self.code, &self.memory).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scanner behind the field of a JSON type error: nested objects
+    /// and arrays, escaped quotes inside strings, values just closed.
+    #[test]
+    fn json_path_at_names_the_value() {
+        let t = r#"{"a": {"b\"": [1, {"c": "x\"}]", "d": 2}], "e": true}}"#;
+        let at = |needle: &str| json_path_at(t, t.find(needle).expect(needle) + needle.len());
+        assert_eq!(at(r#""c""#), r#"a.b\"[1].c"#);
+        assert_eq!(at(r#""d": 2"#), r#"a.b\"[1].d"#);
+        assert_eq!(at(r#"2}"#), r#"a.b\"[1]"#);
+        assert_eq!(at(r#"[1"#), r#"a.b\"[0]"#);
+        assert_eq!(at(r#""e": true"#), "a.e");
+        assert_eq!(json_path_at(t, t.len()), "");
+        assert_eq!(json_path_at(t, usize::MAX), "");
+        assert_eq!(json_path_at("{\"open", 3), "open");
     }
 }

@@ -7,10 +7,12 @@
 //! * `quiet`: native, no timer (the section's natural rate on this machine);
 //! * `native`: native under the storm, retrying on every abort (what an
 //!   application does without the engine: the section can livelock);
-//! * `engine`: native under the storm; after `policy::threshold()`
-//!   consecutive aborts the abort path hands the section to the engine,
-//!   which emulates the section's own instructions (x86_64 executor) and
-//!   commits natively with signals blocked.
+//! * `engine`: native under the storm, the runtime's abort stub as the
+//!   abort handler, policy `auto` (by default: from the 256th consecutive
+//!   abort, or once consecutive aborts have lasted 50 ms; then at every
+//!   abort while the section stays hot; see docs/runtime.md). The engine
+//!   emulates the section's own instructions (x86_64 executor) and commits
+//!   natively, with signals blocked since the section loops.
 //!
 //! After every completion the destination is compared with the source
 //! (whose first 8 bytes carry the operation number) and the committed word
@@ -25,8 +27,8 @@
 //! Exit status 1 when a completed copy was wrong or the `engine` mode
 //! completed nothing.
 
-use crate::stress::{frac, RET_ABORT};
-use rseq_emu_runtime::{abort, policy, registration, rseq_emu_asm_define_abort};
+use crate::stress::{frac, install_handler, percpu_seq, RET_ABORT};
+use rseq_emu_runtime::{abort, policy, registration};
 use std::error::Error;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,7 +54,7 @@ pub struct Args {
     modes: Vec<LMode>,
     /// Consecutive native aborts before the engine takes over (default:
     /// the runtime's policy default).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     threshold: Option<u32>,
 }
 
@@ -63,7 +65,7 @@ pub enum LMode {
     Quiet,
     /// Native under the timer storm, retry on abort.
     Native,
-    /// Native under the storm, the engine after the abort threshold.
+    /// Native under the storm, the engine when the `auto` policy engages.
     Engine,
 }
 
@@ -77,139 +79,49 @@ impl LMode {
     }
 }
 
-/// What the section reads (pointer in rdi). Layout fixed for the asm.
+/// What the section reads (pointer in rdx). Layout fixed for the asm.
 #[repr(C)]
 struct Job {
-    /// 0: the rseq area.
-    area: u64,
-    /// 8: source.
+    /// 0: source.
     src: u64,
-    /// 16: destination.
+    /// 8: destination.
     dst: u64,
-    /// 24: bytes to copy.
+    /// 16: bytes to copy.
     len: u64,
-    /// 32: where the commit stores `seq`.
+    /// 24: where the commit stores `seq`.
     done: u64,
-    /// 40: the operation number.
+    /// 32: the operation number.
     seq: u64,
-    /// 48: the CPU the section must run on.
-    cpu: u32,
 }
 
-// copy(job rdi) -> 0 | RET_ABORT. Loads the area before the section (rdx),
-// checks the CPU, copies `len` bytes one at a time, commits `seq` to `done`.
-std::arch::global_asm!(
-    r#"
-    .pushsection __rseq_cs, "aw"
-    .balign 32
-    .globl rseq_emu_livelock_copy_cs
-rseq_emu_livelock_copy_cs:
-    .long 0, 0
-    .quad rseq_emu_livelock_copy_start, rseq_emu_livelock_copy_post - rseq_emu_livelock_copy_start, rseq_emu_livelock_copy_abort
-    .popsection
-    .pushsection __rseq_cs_ptr_array, "aw"
-    .quad rseq_emu_livelock_copy_cs
-    .popsection
-    .text
-    .globl rseq_emu_livelock_copy
-    .type rseq_emu_livelock_copy, @function
-    .p2align 4
-rseq_emu_livelock_copy:
-    mov (%rdi), %rdx
-    lea rseq_emu_livelock_copy_cs(%rip), %rax
-    mov %rax, 8(%rdx)
-rseq_emu_livelock_copy_start:
-    mov 48(%rdi), %eax
-    cmp 4(%rdx), %eax
-    jne rseq_emu_livelock_copy_abort
-    mov 8(%rdi), %rsi
-    mov 16(%rdi), %rcx
-    mov 24(%rdi), %r8
-    mov $0, %r9d
-    test %r8, %r8
-    jz rseq_emu_livelock_copy_commit
-rseq_emu_livelock_copy_loop:
-    movzbl (%rsi,%r9), %r10d
-    mov %r10b, (%rcx,%r9)
-    inc %r9
-    cmp %r8, %r9
-    jb rseq_emu_livelock_copy_loop
-rseq_emu_livelock_copy_commit:
-    mov 32(%rdi), %r11
-    mov 40(%rdi), %r10
-    mov %r10, (%r11)
-rseq_emu_livelock_copy_post:
-    xor %eax, %eax
-    ret
-    .long 0x53053053
-rseq_emu_livelock_copy_abort:
-    mov $1, %eax
-    ret
-    .size rseq_emu_livelock_copy, . - rseq_emu_livelock_copy
-"#,
-    options(att_syntax)
-);
-
-extern "C" {
-    fn rseq_emu_livelock_copy(job: *mut Job) -> u64;
-}
-
-/// The same copy as inline `asm!` whose abort handler is the runtime's
-/// `rseq_emu_asm_define_abort!`: on an abort the stub asks the engine
-/// (policy `auto`: from the threshold-th consecutive abort on), which
-/// emulates the section and commits it natively, then resumes after the
-/// commit; or answers native retry (RET_ABORT, the caller retries).
-#[inline(never)]
-fn engine_copy(job: &Job) -> u64 {
-    let r: u64;
-    // SAFETY: an rseq critical section on this thread's registered area;
-    // `job` points at live buffers of `len` bytes and at `done`.
-    unsafe {
-        std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 1f, 2f - 1f, 4f",
-            ".popsection",
-            "lea 3b(%rip), %rax",
-            "mov %rax, 8({area})",
-            "1:",
-            "cmp 4({area}), {cpu:e}",
-            "jne 4f",
-            "mov $0, {i:e}",
-            "test {len}, {len}",
-            "jz 8f",
-            "7:",
-            "movzbl ({src},{i}), {b:e}",
-            "mov {b:l}, ({dst},{i})",
-            "inc {i}",
-            "cmp {len}, {i}",
-            "jb 7b",
-            "8:",
-            "mov {seq}, ({done})",
-            "2:",
-            "xor {r:e}, {r:e}",
-            "jmp 6f",
-            rseq_emu_asm_define_abort!("4", "", "5f"),
-            "5:",
-            "mov $1, {r:e}",
-            "6:",
-            area = in(reg) job.area,
-            cpu = in(reg) job.cpu,
-            src = in(reg) job.src,
-            dst = in(reg) job.dst,
-            len = in(reg) job.len,
-            done = in(reg) job.done,
-            seq = in(reg) job.seq,
-            i = out(reg) _,
-            b = out(reg) _,
-            r = lateout(reg) r,
-            out("rax") _,
-            options(att_syntax),
-        );
-    }
-    r
+percpu_seq! {
+    /// Copy `job.len` bytes from `job.src` to `job.dst` one at a time, then
+    /// commit `job.seq` to `job.done`, on `cpu`: 0 or RET_ABORT. Every
+    /// register the section writes is loaded inside it (no entry register
+    /// is modified: the engine accepts it without a teardown).
+    fn native_copy / engine_copy,
+    (job: *const Job => "rdx")
+    clobbers("rcx", "r8", "r9", "r10", "r11")
+    [
+        "mov (%rdx), %r10",
+        "mov 8(%rdx), %rcx",
+        "mov 16(%rdx), %r8",
+        "mov $0, %r9d",
+        "test %r8, %r8",
+        "jz 8f",
+        "7:",
+        "movzbl (%r10,%r9), %r11d",
+        "mov %r11b, (%rcx,%r9)",
+        "inc %r9",
+        "cmp %r8, %r9",
+        "jb 7b",
+        "8:",
+        "mov 24(%rdx), %r11",
+        "mov 32(%rdx), %r10",
+        "mov %r10, (%r11)",
+        "2:",
+        "xor %eax, %eax",
+    ]
 }
 
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
@@ -220,20 +132,6 @@ extern "C" fn on_timer(_: libc::c_int) {
 
 /// The timer signal: counted, SA_RESTART.
 const TIMER_SIG: libc::c_int = libc::SIGUSR2;
-
-fn install_handler() -> std::io::Result<()> {
-    // SAFETY: a zeroed sigaction with a valid handler and an empty mask.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_timer as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(TIMER_SIG, &sa, std::ptr::null_mut()) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
 
 /// A POSIX timer sending `TIMER_SIG` to the calling thread every
 /// `interval`; deleted on drop.
@@ -291,20 +189,32 @@ struct Tally {
     seconds: f64,
 }
 
+/// Whether a completed operation `seq` is exact: the commit stored `seq`
+/// (`done`) and the destination equals the source (whose first 8 bytes
+/// carry `seq`, so a stale destination differs).
+fn copy_is_exact(done: u64, seq: u64, src: &[u8], dst: &[u8]) -> bool {
+    done == seq && src == dst
+}
+
 /// Run `mode` for `secs` on the calling thread.
 fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<Tally, String> {
-    let area = registration::area().map_err(|e| e.to_string())? as u64;
+    let area = registration::area()
+        .map_err(|e| e.to_string())?
+        .cast::<u8>();
     let mut src: Vec<u8> = (0..bytes.max(8)).map(|i| (i * 7 + 3) as u8).collect();
     let mut dst = vec![0u8; src.len()];
     let done = AtomicU64::new(0);
     let mut job = Job {
-        area,
         src: src.as_mut_ptr() as u64,
         dst: dst.as_mut_ptr() as u64,
         len: bytes as u64,
         done: done.as_ptr() as u64,
         seq: 0,
-        cpu: 0,
+    };
+    let copy = if mode == LMode::Engine {
+        engine_copy
+    } else {
+        native_copy
     };
     policy::set_mode(if mode == LMode::Engine {
         policy::Mode::Auto
@@ -329,15 +239,11 @@ fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<
             if Instant::now() >= deadline {
                 break 'ops;
             }
-            job.cpu = registration::current_cpu().map_err(|e| e.to_string())?;
+            let cpu = registration::current_cpu().map_err(|e| e.to_string())?;
             t.attempts += 1;
-            let r = if mode == LMode::Engine {
-                engine_copy(&job)
-            } else {
-                // SAFETY: `job` points at live buffers of `len` bytes and
-                // at `done`; `area` is this thread's rseq registration.
-                unsafe { rseq_emu_livelock_copy(&mut job) }
-            };
+            // SAFETY: `job` points at live buffers of `len` bytes and at
+            // `done`; `area` is this thread's rseq registration.
+            let r = unsafe { copy(area, cpu, &job) };
             if r != RET_ABORT {
                 break;
             }
@@ -348,7 +254,12 @@ fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<
         let emulated = abort::stats().emulated > before.emulated;
         t.completions += 1;
         t.emulated += u64::from(emulated);
-        if done.load(Ordering::Relaxed) != job.seq || dst[..bytes] != src[..bytes] {
+        if !copy_is_exact(
+            done.load(Ordering::Relaxed),
+            job.seq,
+            &src[..bytes],
+            &dst[..bytes],
+        ) {
             t.lost += 1;
         }
     }
@@ -361,18 +272,26 @@ fn run_mode(mode: LMode, bytes: usize, interval: Duration, secs: f64) -> Result<
     Ok(t)
 }
 
+/// Longest run per mode accepted (a day).
+const MAX_SECONDS: f64 = 86_400.0;
+/// Largest copy accepted (1 GiB; source and destination are allocated).
+const MAX_BYTES: usize = 1 << 30;
+
 /// Run the livelock workload.
 pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
-    if let Some(t) = a.threshold {
-        policy::set_threshold(t);
-    }
     if a.interval_us == 0 {
         return Err("--interval-us must be at least 1".into());
     }
-    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
-        return Err("--seconds must be positive".into());
+    if !(a.seconds > 0.0 && a.seconds <= MAX_SECONDS) {
+        return Err(format!("--seconds must be positive and at most {MAX_SECONDS}").into());
     }
-    install_handler()?;
+    if a.bytes > MAX_BYTES {
+        return Err(format!("--bytes must be at most {MAX_BYTES}").into());
+    }
+    if let Some(t) = a.threshold {
+        policy::set_threshold(t);
+    }
+    install_handler(TIMER_SIG, on_timer)?;
     let interval = Duration::from_micros(a.interval_us);
     let mut rows = Vec::new();
     for &mode in &a.modes {
@@ -444,4 +363,24 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_check_fails_on_a_wrong_commit_or_a_wrong_byte() {
+        let src: Vec<u8> = (0..64).collect();
+        assert!(copy_is_exact(5, 5, &src, &src.clone()));
+        // The commit stored another operation's number (or none).
+        assert!(!copy_is_exact(4, 5, &src, &src.clone()));
+        assert!(!copy_is_exact(0, 5, &src, &src.clone()));
+        // One byte of the copy missing or torn.
+        for i in [0, 7, 8, 63] {
+            let mut dst = src.clone();
+            dst[i] ^= 1;
+            assert!(!copy_is_exact(5, 5, &src, &dst), "byte {i}");
+        }
+    }
 }

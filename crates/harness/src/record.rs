@@ -9,17 +9,17 @@ mod native;
 mod patterns;
 
 use crate::fixture::{
-    hex, hex_bytes, CodeFile, DescriptorFile, EntryFile, ExpectFile, ExpectRegionFile, FixtureFile,
-    RegionFile, FORMAT, VERSION,
+    hex, hex_bytes, CodeFile, DescriptorFile, EntryFile, ExpectFile, ExpectRegionFile,
+    ExpectedOutcome, FixtureFile, RegionFile, FORMAT, VERSION,
 };
 use clap::Args as ClapArgs;
 use native::{Machine, NativeRegs, NativeResult, DATA, DESC};
 use patterns::{Env, Gen, Rng, PATTERNS};
-use rseq_emu_core::abi::{area, RseqCs, RSEQ_SIG_X86_64};
+use rseq_emu_core::abi::{area, ArchKind, RseqCs};
 use rseq_emu_x86_64::reg;
 use std::collections::BTreeMap;
 use std::error::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Arguments of `rseq-emu record`.
@@ -54,6 +54,8 @@ pub struct Args {
 /// A recorded case: what the CPU did.
 struct Recorded {
     result: NativeResult,
+    /// The descriptor's bytes.
+    desc: [u8; 32],
     area_entry: [u8; 32],
     attempts: usize,
 }
@@ -66,13 +68,13 @@ fn csw(ru: &libc::rusage) -> i64 {
 fn record_case(
     m: &mut Machine,
     g: &Gen,
-    desc: &[u8; 32],
     env: &Env,
     max_attempts: usize,
 ) -> Result<Recorded, String> {
+    let desc = g.built.descriptor().to_bytes();
     let mut accepted: Option<(NativeResult, [u8; 32])> = None;
     for attempt in 1..=max_attempts {
-        let (res, before, ru0, ru1) = m.run(&g.built, desc, &g.entry, &g.data, env.rseq_off);
+        let (res, before, ru0, ru1) = m.run(&g.built, &desc, &g.entry, &g.data, env.rseq_off);
         let mut area_entry = before;
         area_entry[area::RSEQ_CS as usize..area::RSEQ_CS as usize + 8]
             .copy_from_slice(&DESC.to_le_bytes());
@@ -88,6 +90,7 @@ fn record_case(
             Some((prev, prev_area)) if *prev == res && *prev_area == area_entry => {
                 return Ok(Recorded {
                     result: res,
+                    desc,
                     area_entry,
                     attempts: attempt,
                 })
@@ -111,86 +114,164 @@ fn regs_map(r: &NativeRegs, fs_base: u64) -> BTreeMap<String, String> {
     m
 }
 
-/// Build the fixture of a recorded case.
-fn to_fixture(name: &str, g: &Gen, rec: &Recorded, env: &Env, fs_base: u64) -> FixtureFile {
-    let b = &g.built;
-    let cs = RseqCs {
-        version: 0,
-        flags: 0,
-        start_ip: b.start_ip,
-        post_commit_offset: b.exits[0] - b.start_ip,
-        abort_ip: b.exits[1],
+/// What one recorded run produced, in the fixture format's terms. Both
+/// architectures' recorders fill one in; [`Recording::to_fixture`] is the
+/// one place that lays a fixture out (fixtures/README.md, "Fixture contents").
+struct Recording<'a> {
+    arch: ArchKind,
+    /// `<pattern>-<nnn>`.
+    name: &'a str,
+    comment: String,
+    code_address: u64,
+    code: &'a [u8],
+    cs: RseqCs,
+    /// Where the descriptor sits (a read-only region of `memory`).
+    cs_address: u64,
+    cpu: u32,
+    rseq_area: u64,
+    entry_regs: BTreeMap<String, String>,
+    /// Initial regions: address, bytes, writable, what the region is.
+    memory: Vec<(u64, &'a [u8], bool, &'a str)>,
+    /// Where execution left the section.
+    exit_ip: u64,
+    expect_regs: BTreeMap<String, String>,
+    /// Every writable region after the run: address, bytes.
+    expect_memory: Vec<(u64, &'a [u8])>,
+    /// RFLAGS bits to mask (0: none, no `ignore_flags` key).
+    ignore_flags: u64,
+}
+
+impl Recording<'_> {
+    fn to_fixture(&self) -> FixtureFile {
+        let cs = &self.cs;
+        let arch = self.arch.name();
+        FixtureFile {
+            format: FORMAT.into(),
+            version: VERSION,
+            name: Some(format!("{arch}/{}", self.name)),
+            comment: Some(self.comment.clone()),
+            arch: arch.into(),
+            code: Some(CodeFile {
+                address: hex(self.code_address),
+                bytes: hex_bytes(self.code),
+            }),
+            elf: None,
+            descriptor: Some(DescriptorFile {
+                address: hex(self.cs_address),
+                version: cs.version,
+                flags: cs.flags,
+                start_ip: hex(cs.start_ip),
+                post_commit_offset: hex(cs.post_commit_offset),
+                abort_ip: hex(cs.abort_ip),
+            }),
+            signature: Some(format!("0x{:08x}", self.arch.default_signature())),
+            cpu: self.cpu,
+            rseq_area: hex(self.rseq_area),
+            entry: EntryFile {
+                regs: self.entry_regs.clone(),
+            },
+            memory: self
+                .memory
+                .iter()
+                .map(|&(address, bytes, writable, what)| RegionFile {
+                    address: hex(address),
+                    bytes: hex_bytes(bytes),
+                    writable,
+                    comment: Some(what.into()),
+                })
+                .collect(),
+            expect: ExpectFile {
+                outcome: ExpectedOutcome::classify(self.exit_ip, cs).name().into(),
+                ip: hex(self.exit_ip),
+                regs: self.expect_regs.clone(),
+                memory: self
+                    .expect_memory
+                    .iter()
+                    .map(|&(address, bytes)| ExpectRegionFile {
+                        address: hex(address),
+                        bytes: hex_bytes(bytes),
+                    })
+                    .collect(),
+            },
+            ignore_flags: (self.ignore_flags != 0).then(|| hex(self.ignore_flags)),
+        }
+    }
+
+    /// Write the fixture as `<out>/<name>.json`.
+    fn write(&self, out: &Path) -> Result<PathBuf, Box<dyn Error>> {
+        let path = out.join(format!("{}.json", self.name));
+        let text = serde_json::to_string_pretty(&self.to_fixture())? + "\n";
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// The patterns to record (`requested`, or every one of `known` when
+/// empty), each checked against `known`; creates `out`.
+fn select_patterns(
+    requested: &[String],
+    known: &[&str],
+    what: &str,
+    out: &Path,
+) -> Result<Vec<String>, Box<dyn Error>> {
+    let pats: Vec<String> = if requested.is_empty() {
+        known.iter().map(|s| s.to_string()).collect()
+    } else {
+        requested.to_vec()
     };
+    for p in &pats {
+        if !known.contains(&p.as_str()) {
+            return Err(format!("unknown {what} {p:?} (known: {})", known.join(", ")).into());
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(pats)
+}
+
+/// The recording of a native case.
+fn recording<'a>(
+    name: &'a str,
+    g: &'a Gen,
+    rec: &'a Recorded,
+    env: &Env,
+    fs_base: u64,
+) -> Recording<'a> {
+    let b = &g.built;
     let lo = (b.start_ip - native::CODE) as usize;
     let hi = (b.code_end - native::CODE) as usize;
     let area_addr = (fs_base as i64 + env.rseq_off) as u64;
-    let exit_ip = b.exits[rec.result.exit];
-    let outcome = crate::fixture::ExpectedOutcome::classify(exit_ip, &cs);
-    let desc = cs.to_bytes();
-    FixtureFile {
-        format: FORMAT.into(),
-        version: VERSION,
-        name: Some(format!("x86_64/{name}")),
-        comment: Some(format!(
+    let cs = b.descriptor();
+    Recording {
+        arch: ArchKind::X86_64,
+        name,
+        comment: format!(
             "{}. Recorded natively on cpu {} ({} native runs for two clean agreeing ones).",
             g.comment, env.cpu, rec.attempts
-        )),
-        arch: "x86_64".into(),
-        code: Some(CodeFile {
-            address: hex(b.start_ip),
-            bytes: hex_bytes(&b.code[lo..hi]),
-        }),
-        elf: None,
-        descriptor: Some(DescriptorFile {
-            address: hex(DESC),
-            version: 0,
-            flags: 0,
-            start_ip: hex(cs.start_ip),
-            post_commit_offset: hex(cs.post_commit_offset),
-            abort_ip: hex(cs.abort_ip),
-        }),
-        signature: Some(format!("0x{RSEQ_SIG_X86_64:08x}")),
+        ),
+        code_address: b.start_ip,
+        code: &b.code[lo..hi],
+        cs,
+        cs_address: DESC,
         cpu: env.cpu,
-        rseq_area: hex(area_addr),
-        entry: EntryFile {
-            regs: regs_map(&g.entry, fs_base),
-        },
+        rseq_area: area_addr,
+        entry_regs: regs_map(&g.entry, fs_base),
         memory: vec![
-            RegionFile {
-                address: hex(DATA),
-                bytes: hex_bytes(&g.data),
-                writable: true,
-                comment: Some("data buffers".into()),
-            },
-            RegionFile {
-                address: hex(DESC),
-                bytes: hex_bytes(&desc),
-                writable: false,
-                comment: Some("struct rseq_cs".into()),
-            },
-            RegionFile {
-                address: hex(area_addr),
-                bytes: hex_bytes(&rec.area_entry),
-                writable: true,
-                comment: Some("struct rseq (fs_base + __rseq_offset), rseq_cs set".into()),
-            },
+            (DATA, &g.data, true, "data buffers"),
+            (DESC, &rec.desc, false, "struct rseq_cs"),
+            (
+                area_addr,
+                &rec.area_entry,
+                true,
+                "struct rseq (fs_base + __rseq_offset), rseq_cs set",
+            ),
         ],
-        expect: ExpectFile {
-            outcome: outcome.name().into(),
-            ip: hex(exit_ip),
-            regs: regs_map(&rec.result.regs, fs_base),
-            memory: vec![
-                ExpectRegionFile {
-                    address: hex(DATA),
-                    bytes: hex_bytes(&rec.result.data),
-                },
-                ExpectRegionFile {
-                    address: hex(area_addr),
-                    bytes: hex_bytes(&rec.result.area_at_exit),
-                },
-            ],
-        },
-        ignore_flags: (g.ignore_flags != 0).then(|| hex(g.ignore_flags)),
+        exit_ip: b.exits[rec.result.exit],
+        expect_regs: regs_map(&rec.result.regs, fs_base),
+        expect_memory: vec![
+            (DATA, &rec.result.data),
+            (area_addr, &rec.result.area_at_exit),
+        ],
+        ignore_flags: g.ignore_flags,
     }
 }
 
@@ -198,20 +279,13 @@ fn to_fixture(name: &str, g: &Gen, rec: &Recorded, env: &Env, fs_base: u64) -> F
 pub fn record(args: &Args) -> Result<Vec<(String, PathBuf)>, Box<dyn Error>> {
     match args.arch.as_str() {
         "x86_64" => {}
+        "aarch64" if args.cpu.is_some() => {
+            return Err("--cpu: x86_64 only (aarch64 cases pick their cpu from the seed)".into())
+        }
         "aarch64" => return aarch64::record(&args.out, args.seed, args.count, &args.patterns),
         other => return Err(format!("--arch {other:?}: x86_64 or aarch64").into()),
     }
-    let pats: Vec<String> = if args.patterns.is_empty() {
-        PATTERNS.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.patterns.clone()
-    };
-    for p in &pats {
-        if !PATTERNS.contains(&p.as_str()) {
-            return Err(format!("unknown pattern {p:?} (known: {})", PATTERNS.join(", ")).into());
-        }
-    }
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let pats = select_patterns(&args.patterns, PATTERNS, "pattern", &args.out)?;
     let rseq_off = native::rseq_offset()?;
     let cpu = match args.cpu {
         Some(c) if c < 16 => c,
@@ -236,20 +310,9 @@ pub fn record(args: &Args) -> Result<Vec<(String, PathBuf)>, Box<dyn Error>> {
             let mut rng = Rng::new(args.seed ^ fnv(p));
             for i in 1..=args.count {
                 let g = patterns::generate(p, &mut rng, &env)?;
-                let b = &g.built;
-                let cs = RseqCs {
-                    version: 0,
-                    flags: 0,
-                    start_ip: b.start_ip,
-                    post_commit_offset: b.exits[0] - b.start_ip,
-                    abort_ip: b.exits[1],
-                };
-                let rec = record_case(&mut m, &g, &cs.to_bytes(), &env, args.attempts)?;
+                let rec = record_case(&mut m, &g, &env, args.attempts)?;
                 let name = format!("{p}-{i:03}");
-                let f = to_fixture(&name, &g, &rec, &env, fs_base);
-                let path = args.out.join(format!("{name}.json"));
-                std::fs::write(&path, serde_json::to_string_pretty(&f)? + "\n")
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let path = recording(&name, &g, &rec, &env, fs_base).write(&args.out)?;
                 out.push((p.clone(), path));
             }
         }
@@ -301,13 +364,7 @@ mod tests {
             a.jcc(cc::NE, top);
         })
         .expect("build");
-        let cs = RseqCs {
-            version: 0,
-            flags: 0,
-            start_ip: built.start_ip,
-            post_commit_offset: built.exits[0] - built.start_ip,
-            abort_ip: built.exits[1],
-        };
+        let cs = built.descriptor();
         let mut entry = NativeRegs {
             rflags: 0x202,
             ..Default::default()

@@ -6,10 +6,11 @@
 //! * `native`: the real inline-asm rseq sequences on glibc's registration,
 //!   retrying natively on every abort (what an application does without
 //!   the engine);
-//! * `auto`: the same native sequences; after `policy::threshold()`
-//!   consecutive aborts the abort path hands the sequence to the engine,
-//!   which emulates the very same instruction bytes with the x86_64
-//!   executor and commits natively on the target CPU;
+//! * `auto`: the same sequences with the runtime's abort stub as the abort
+//!   handler; when the `auto` policy engages (`--threshold` consecutive
+//!   aborts, or the runtime's abort-streak and hot-descriptor rules) the
+//!   engine emulates the very same instruction bytes with the x86_64
+//!   executor and commits natively on the CPU the thread runs on;
 //! * `always`: every operation emulated by the engine (the `always` mode).
 //!
 //! At the end: the counters are exact (per mode, see [`WEIGHTS`]) and every
@@ -18,7 +19,7 @@
 use rseq_emu_core::RseqCs;
 use rseq_emu_runtime::engine::{self, Answer, Why};
 use rseq_emu_runtime::section::{self, Section};
-use rseq_emu_runtime::{abort, policy, registration, rseq_emu_asm_define_abort};
+use rseq_emu_runtime::{abort, policy, registration};
 use rseq_emu_x86_64::{reg, X86State};
 use std::error::Error;
 use std::process::ExitCode;
@@ -43,7 +44,7 @@ pub struct Args {
     signal_us: u64,
     /// Consecutive native aborts before an `auto` thread calls the engine
     /// (default: the runtime's policy default).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     threshold: Option<u32>,
 }
 
@@ -87,6 +88,30 @@ impl Seq {
         Ok(Seq { cs, section })
     }
 
+    /// The section of the native function at `f` (a `percpu_seq!`
+    /// function): the descriptor of this binary's `__rseq_cs` whose
+    /// start_ip is the first at or after `f` (the function's only section
+    /// starts after a two-instruction prologue).
+    fn of_native(f: *const ()) -> Result<Seq, String> {
+        let f = f as u64;
+        let read = |d: u64| {
+            // SAFETY: `linked_descriptors` lists 32-byte descriptors of
+            // this binary's `__rseq_cs` section.
+            RseqCs::from_bytes(unsafe { &*(d as *const [u8; 32]) })
+        };
+        let (start, desc) = section::linked_descriptors()
+            .into_iter()
+            .map(|d| (read(d).start_ip, d))
+            .filter(|&(start, _)| start >= f)
+            .min()
+            .ok_or_else(|| format!("no rseq descriptor after {f:#x}"))?;
+        if start - f > 64 {
+            return Err(format!("no rseq section at the start of {f:#x}"));
+        }
+        // SAFETY: `desc` is one of the descriptors read above.
+        unsafe { Seq::from_descriptor(desc as *const u8) }
+    }
+
     /// Complete the sequence through the engine (the `always` mode): the
     /// runtime emulates the section's own instructions from the entry
     /// registers `regs` against its logged view of this process and
@@ -125,112 +150,154 @@ impl Seq {
     }
 }
 
-// The stress sequences, librseq style (x86_64, AT&T). Each writes its
+// The stress sequences, librseq style (x86_64, AT&T): each writes its
 // descriptor to the rseq area's `rseq_cs`, checks the CPU inside the section
-// and commits with its last instruction; the abort handler follows the
-// signature glibc registered (0x53053053) and returns RET_ABORT.
+// and commits with its last instruction. Arguments in fixed registers, the
+// same for the native run and for the engine's entry state (`always`):
+// rdi = the rseq area, esi = the cpu, then rdx, rcx, r8; result in rax.
 //
-// addv(area rdi, cpu esi, v rdx, count rcx) -> 0 | RET_ABORT
-// push(area rdi, cpu esi, head rdx, expect rcx, node r8) -> 0 | RET_ABORT | 2 (head != expect)
-// pop(area rdi, cpu esi, head rdx) -> node | 0 (empty) | RET_ABORT
-std::arch::global_asm!(
-    r#"
-.macro RSEQ_EMU_STRESS_CS name
-    .pushsection __rseq_cs, "aw"
-    .balign 32
-    .globl \name\()_cs
-\name\()_cs:
-    .long 0, 0
-    .quad \name\()_start, \name\()_post - \name\()_start, \name\()_abort
-    .popsection
-    .pushsection __rseq_cs_ptr_array, "aw"
-    .quad \name\()_cs
-    .popsection
-    .text
-    .globl \name
-    .type \name, @function
-    .p2align 4
-.endm
+// Each sequence is written once, as the body after the CPU check, and
+// `percpu_seq!` builds its two functions, which differ only in the abort
+// handler:
+// * native (`native` and, emulated, `always` threads): the signature glibc
+//   registered, then the abort label; returns RET_ABORT, the caller retries;
+// * auto: `rseq_emu_asm_define_abort!`, the runtime's stub. On an abort the
+//   engine either resumes at the exit the emulation reached (post_commit_ip
+//   or another exit of the body) with the emulated registers, or answers
+//   native retry (RET_ABORT).
+//
+// The body's labels: `2:` = post_commit_ip, `6f` = the end (other exits
+// jump there with rax set), `4f` = the abort handler. Labels 1, 3, 5 are
+// the macro's. `livelock` uses the same macro.
 
-    RSEQ_EMU_STRESS_CS rseq_emu_stress_addv
-rseq_emu_stress_addv:
-    lea rseq_emu_stress_addv_cs(%rip), %rax
-    mov %rax, 8(%rdi)
-rseq_emu_stress_addv_start:
-    cmp 4(%rdi), %esi
-    jne rseq_emu_stress_addv_abort
-    add %rcx, (%rdx)
-rseq_emu_stress_addv_post:
-    xor %eax, %eax
-    ret
-    .long 0x53053053
-rseq_emu_stress_addv_abort:
-    mov $1, %eax
-    ret
-    .size rseq_emu_stress_addv, . - rseq_emu_stress_addv
+/// The asm statement of one sequence. `[$abort]`: the
+/// abort handler, which defines `4:` after the signature and ends up at
+/// `5:`; `[$clob]`: the scratch registers; `$reg = $val`: the inputs
+/// (clobbered).
+macro_rules! seq_asm {
+    ([$($abort:tt)*] [$($body:literal),* $(,)?] [$($clob:tt),*] $($reg:tt = $val:expr),*) => {{
+        let r: u64;
+        // SAFETY: an rseq critical section on the calling thread's
+        // registered area (rdi); its other inputs are the caller's contract.
+        unsafe {
+            std::arch::asm!(
+                ".pushsection __rseq_cs, \"aw\"",
+                ".balign 32",
+                "3:",
+                ".long 0, 0",
+                ".quad 1f, 2f - 1f, 4f",
+                ".popsection",
+                "lea 3b(%rip), %rax",
+                "mov %rax, 8(%rdi)",
+                "1:",
+                "cmp 4(%rdi), %esi",
+                "jne 4f",
+                $($body,)*
+                "jmp 6f",
+                $($abort)*
+                "5:",
+                "mov $1, %eax",
+                "6:",
+                $(inout($reg) $val => _,)*
+                out("rax") r,
+                $(out($clob) _,)*
+                options(att_syntax),
+            );
+        }
+        r
+    }};
+}
 
-    RSEQ_EMU_STRESS_CS rseq_emu_stress_push
-rseq_emu_stress_push:
-    lea rseq_emu_stress_push_cs(%rip), %rax
-    mov %rax, 8(%rdi)
-rseq_emu_stress_push_start:
-    cmp 4(%rdi), %esi
-    jne rseq_emu_stress_push_abort
-    cmp %rcx, (%rdx)
-    jne rseq_emu_stress_push_fail
-    mov %r8, (%rdx)
-rseq_emu_stress_push_post:
-    xor %eax, %eax
-    ret
-rseq_emu_stress_push_fail:
-    mov $2, %eax
-    ret
-    .long 0x53053053
-rseq_emu_stress_push_abort:
-    mov $1, %eax
-    ret
-    .size rseq_emu_stress_push, . - rseq_emu_stress_push
+pub(crate) use seq_asm;
 
-    RSEQ_EMU_STRESS_CS rseq_emu_stress_pop
-rseq_emu_stress_pop:
-    lea rseq_emu_stress_pop_cs(%rip), %rax
-    mov %rax, 8(%rdi)
-rseq_emu_stress_pop_start:
-    cmp 4(%rdi), %esi
-    jne rseq_emu_stress_pop_abort
-    mov (%rdx), %rax
-    test %rax, %rax
-    jz rseq_emu_stress_pop_empty
-    mov (%rax), %rcx
-    mov %rcx, (%rdx)
-rseq_emu_stress_pop_post:
-    ret
-rseq_emu_stress_pop_empty:
-    xor %eax, %eax
-    ret
-    .long 0x53053053
-rseq_emu_stress_pop_abort:
-    mov $1, %eax
-    ret
-    .size rseq_emu_stress_pop, . - rseq_emu_stress_pop
-.purgem RSEQ_EMU_STRESS_CS
-"#,
-    options(att_syntax)
-);
+/// A sequence's native and `auto` functions (see above).
+macro_rules! percpu_seq {
+    (
+        $(#[$doc:meta])*
+        $vis:vis fn $native:ident / $auto:ident,
+        ($($arg:ident: $ty:ty => $reg:tt),*)
+        clobbers($($clob:tt),*)
+        $body:tt
+    ) => {
+        $(#[$doc])*
+        /// Native abort handler: returns RET_ABORT.
+        ///
+        /// # Safety
+        /// `area` is the calling thread's rseq registration; the pointers
+        /// are live and, for nodes, owned by the caller until the commit.
+        #[inline(never)]
+        $vis unsafe fn $native(area: *mut u8, cpu: u32, $($arg: $ty),*) -> u64 {
+            $crate::stress::seq_asm!(
+                [".long 0x53053053", "4:",]
+                $body
+                [$($clob),*]
+                "rdi" = area, "rsi" = u64::from(cpu) $(, $reg = $arg)*
+            )
+        }
 
-extern "C" {
-    fn rseq_emu_stress_addv(area: *mut u8, cpu: u32, v: *const AtomicU64, count: u64) -> u64;
-    pub(crate) fn rseq_emu_stress_push(
-        area: *mut u8,
-        cpu: u32,
-        head: *const AtomicU64,
-        expect: u64,
-        node: u64,
-    ) -> u64;
-    fn rseq_emu_stress_pop(area: *mut u8, cpu: u32, head: *const AtomicU64) -> u64;
-    static rseq_emu_stress_addv_cs: u8;
-    static rseq_emu_stress_push_cs: u8;
-    static rseq_emu_stress_pop_cs: u8;
+        $(#[$doc])*
+        /// The runtime's abort handler: the engine, or RET_ABORT.
+        ///
+        /// # Safety
+        /// As for the native function.
+        #[inline(never)]
+        unsafe fn $auto(area: *mut u8, cpu: u32, $($arg: $ty),*) -> u64 {
+            $crate::stress::seq_asm!(
+                [rseq_emu_runtime::rseq_emu_asm_define_abort!("4", "", "5f"),]
+                $body
+                [$($clob),*]
+                "rdi" = area, "rsi" = u64::from(cpu) $(, $reg = $arg)*
+            )
+        }
+    };
+}
+
+pub(crate) use percpu_seq;
+
+percpu_seq! {
+    /// `*v += count` on `cpu`: 0 or RET_ABORT.
+    fn native_addv / auto_addv,
+    (v: *const AtomicU64 => "rdx", count: u64 => "rcx")
+    clobbers()
+    [
+        "add %rcx, (%rdx)",
+        "2:",
+        "xor %eax, %eax",
+    ]
+}
+
+percpu_seq! {
+    /// `if (*head == expect) *head = node` on `cpu`: 0, 2 (`*head !=
+    /// expect`) or RET_ABORT.
+    pub(crate) fn native_push / auto_push,
+    (head: *const AtomicU64 => "rdx", expect: u64 => "rcx", node: u64 => "r8")
+    clobbers()
+    [
+        "cmp %rcx, (%rdx)",
+        "jne 7f",
+        "mov %r8, (%rdx)",
+        "2:",
+        "xor %eax, %eax",
+        "jmp 6f",
+        "7:",
+        "mov $2, %eax",
+    ]
+}
+
+percpu_seq! {
+    /// Pop the first node of `head`'s list on `cpu`: the node, 0 (empty)
+    /// or RET_ABORT.
+    fn native_pop / auto_pop,
+    (head: *const AtomicU64 => "rdx")
+    clobbers("r9")
+    [
+        "mov (%rdx), %rax",
+        "test %rax, %rax",
+        "jz 6f",
+        "mov (%rax), %r9",
+        "mov %r9, (%rdx)",
+        "2:",
+    ]
 }
 
 /// The stress sequences as the engine knows them.
@@ -245,15 +312,11 @@ pub(crate) struct Seqs {
 pub(crate) fn seqs() -> Result<&'static Seqs, String> {
     static S: OnceLock<Result<Seqs, String>> = OnceLock::new();
     S.get_or_init(|| {
-        // SAFETY: the three descriptors are emitted above and describe code
-        // of this binary.
-        unsafe {
-            Ok(Seqs {
-                addv: Seq::from_descriptor(&rseq_emu_stress_addv_cs)?,
-                push: Seq::from_descriptor(&rseq_emu_stress_push_cs)?,
-                pop: Seq::from_descriptor(&rseq_emu_stress_pop_cs)?,
-            })
-        }
+        Ok(Seqs {
+            addv: Seq::of_native(native_addv as *const ())?,
+            push: Seq::of_native(native_push as *const ())?,
+            pop: Seq::of_native(native_pop as *const ())?,
+        })
     })
     .as_ref()
     .map_err(|e| e.clone())
@@ -267,7 +330,7 @@ pub(crate) fn seqs() -> Result<&'static Seqs, String> {
 pub(crate) enum Mode {
     /// Native sequences, native retry on abort.
     Native,
-    /// Native sequences, the engine after the abort threshold.
+    /// The sequences with the runtime's abort stub (policy `auto`).
     Auto,
     /// Every operation through the engine.
     Always,
@@ -352,137 +415,6 @@ struct Node {
 
 const NODES_PER_THREAD: usize = 64;
 
-// The same three sequences as inline `asm!` whose abort handler is the
-// runtime's `rseq_emu_asm_define_abort!` (the `auto` threads): on an abort
-// the stub asks the engine, which either resumes at the exit the emulation
-// reached (post_commit_ip, or the push's failure / the pop's empty exit)
-// with the emulated registers, or answers native retry (label 5: the
-// function returns RET_ABORT and the caller retries).
-
-/// `auto` addv: 0 or RET_ABORT.
-#[inline(never)]
-fn auto_addv(area: *mut u8, cpu: u32, v: *const AtomicU64, count: u64) -> u64 {
-    let r: u64;
-    // SAFETY: an rseq critical section on this thread's registered area;
-    // `v` is a live per-CPU counter.
-    unsafe {
-        std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 1f, 2f - 1f, 4f",
-            ".popsection",
-            "lea 3b(%rip), %rax",
-            "mov %rax, 8({area})",
-            "1:",
-            "cmp 4({area}), {cpu:e}",
-            "jne 4f",
-            "add {count}, ({v})",
-            "2:",
-            "xor {r:e}, {r:e}",
-            "jmp 6f",
-            rseq_emu_asm_define_abort!("4", "", "5f"),
-            "5:",
-            "mov $1, {r:e}",
-            "6:",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            count = in(reg) count,
-            v = in(reg) v,
-            r = lateout(reg) r,
-            out("rax") _,
-            options(att_syntax),
-        );
-    }
-    r
-}
-
-/// `auto` push: 0, 2 (head != expect) or RET_ABORT.
-#[inline(never)]
-fn auto_push(area: *mut u8, cpu: u32, head: *const AtomicU64, expect: u64, node: u64) -> u64 {
-    let r: u64;
-    // SAFETY: as for `auto_addv`; `node` is owned by the caller until the
-    // commit publishes it.
-    unsafe {
-        std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 1f, 2f - 1f, 4f",
-            ".popsection",
-            "lea 3b(%rip), %rax",
-            "mov %rax, 8({area})",
-            "1:",
-            "cmp 4({area}), {cpu:e}",
-            "jne 4f",
-            "cmp {expect}, ({head})",
-            "jne 7f",
-            "mov {node}, ({head})",
-            "2:",
-            "xor {r:e}, {r:e}",
-            "jmp 6f",
-            "7:",
-            "mov $2, {r:e}",
-            "jmp 6f",
-            rseq_emu_asm_define_abort!("4", "", "5f"),
-            "5:",
-            "mov $1, {r:e}",
-            "6:",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            head = in(reg) head,
-            expect = in(reg) expect,
-            node = in(reg) node,
-            r = lateout(reg) r,
-            out("rax") _,
-            options(att_syntax),
-        );
-    }
-    r
-}
-
-/// `auto` pop: the node, 0 (empty) or RET_ABORT.
-#[inline(never)]
-fn auto_pop(area: *mut u8, cpu: u32, head: *const AtomicU64) -> u64 {
-    let r: u64;
-    // SAFETY: as for `auto_addv`; the list holds only live nodes.
-    unsafe {
-        std::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 1f, 2f - 1f, 4f",
-            ".popsection",
-            "lea 3b(%rip), %rax",
-            "mov %rax, 8({area})",
-            "1:",
-            "cmp 4({area}), {cpu:e}",
-            "jne 4f",
-            "mov ({head}), %rax",
-            "test %rax, %rax",
-            "jz 6f",
-            "mov (%rax), {next}",
-            "mov {next}, ({head})",
-            "2:",
-            "jmp 6f",
-            rseq_emu_asm_define_abort!("4", "", "5f"),
-            "5:",
-            "mov $1, %eax",
-            "6:",
-            area = in(reg) area,
-            cpu = in(reg) cpu,
-            head = in(reg) head,
-            next = out(reg) _,
-            out("rax") r,
-            options(att_syntax),
-        );
-    }
-    r
-}
-
 /// A worker's state.
 struct Worker {
     mode: Mode,
@@ -543,13 +475,10 @@ impl Worker {
         let e = self.run(
             &s.addv,
             |area, cpu| {
-                let r = if auto {
-                    auto_addv(area, cpu, slot(cpu), count)
-                } else {
-                    // SAFETY: `area` is this thread's registration; the
-                    // slot is a live AtomicU64.
-                    unsafe { rseq_emu_stress_addv(area, cpu, slot(cpu), count) }
-                };
+                let f = if auto { auto_addv } else { native_addv };
+                // SAFETY: `area` is this thread's registration; the slot
+                // is a live AtomicU64.
+                let r = unsafe { f(area, cpu, slot(cpu), count) };
                 if r == 0 {
                     Exit::Post(0)
                 } else {
@@ -581,13 +510,10 @@ impl Worker {
                     let head = &slots[cpu as usize].head;
                     let expect = head.load(Ordering::Relaxed);
                     node.next.store(expect, Ordering::Relaxed);
-                    let r = if auto {
-                        auto_push(area, cpu, head, expect, n)
-                    } else {
-                        // SAFETY: as for addv; `node` is owned by this
-                        // thread until the commit publishes it.
-                        unsafe { rseq_emu_stress_push(area, cpu, head, expect, n) }
-                    };
+                    let f = if auto { auto_push } else { native_push };
+                    // SAFETY: as for addv; `node` is owned by this thread
+                    // until the commit publishes it.
+                    let r = unsafe { f(area, cpu, head, expect, n) };
                     match r {
                         0 => Exit::Post(0),
                         2 => Exit::Other(2),
@@ -621,12 +547,9 @@ impl Worker {
             &s.pop,
             |area, cpu| {
                 let head = &slots[cpu as usize].head;
-                let r = if auto {
-                    auto_pop(area, cpu, head)
-                } else {
-                    // SAFETY: as for addv.
-                    unsafe { rseq_emu_stress_pop(area, cpu, head) }
-                };
+                let f = if auto { auto_pop } else { native_pop };
+                // SAFETY: as for addv; the lists hold only live nodes.
+                let r = unsafe { f(area, cpu, head) };
                 match r {
                     RET_ABORT => Exit::Abort,
                     0 => Exit::Other(0),
@@ -659,12 +582,17 @@ fn tid() -> libc::pid_t {
     unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
 }
 
-/// Install a no-op handler (SA_RESTART) for `sig`.
-pub(crate) fn install_noop_handler(sig: libc::c_int) -> std::io::Result<()> {
+/// Install `handler` (SA_RESTART, nothing blocked) for `sig`. The
+/// workloads never uninstall it: a signal still pending when a storm
+/// stops finds it in place.
+pub(crate) fn install_handler(
+    sig: libc::c_int,
+    handler: extern "C" fn(libc::c_int),
+) -> std::io::Result<()> {
     // SAFETY: a zeroed sigaction with a valid handler and an empty mask.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_sigaction = handler as usize;
         sa.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut sa.sa_mask);
         if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
@@ -692,6 +620,12 @@ struct ModeReport {
 
 /// Run the stress workload.
 pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
+    if a.seconds == Some(0) {
+        return Err("--seconds must be at least 1".into());
+    }
+    if a.ops == Some(0) {
+        return Err("--ops must be at least 1".into());
+    }
     let seqs = seqs()?;
     let ncpu = std::thread::available_parallelism()?.get();
     let nids = cpu_ids();
@@ -700,7 +634,7 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
         policy::set_threshold(t);
     }
     policy::set_mode(policy::Mode::Auto);
-    install_noop_handler(libc::SIGUSR1)?;
+    install_handler(libc::SIGUSR1, on_signal)?;
     let slots: Arc<Vec<Slot>> = Arc::new(
         (0..nids)
             .map(|_| Slot {
@@ -801,9 +735,11 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
             for t in tids.iter() {
                 let t = t.load(Ordering::Relaxed) as libc::pid_t;
                 if t != 0 {
-                    // SAFETY: tgkill to a thread of this process.
-                    unsafe { libc::syscall(libc::SYS_tgkill, pid, t, libc::SIGUSR1) };
-                    signals += 1;
+                    // SAFETY: tgkill to a thread of this process (its
+                    // handler is installed; the workers are joined only
+                    // after the storm stops, so the tid is still theirs).
+                    let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, t, libc::SIGUSR1) };
+                    signals += u64::from(r == 0);
                 }
             }
             std::thread::sleep(Duration::from_micros(a.signal_us));
@@ -846,55 +782,20 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     if !errors.is_empty() {
         return Err(format!("stress workers failed: {}", errors.join("; ")).into());
     }
-    // Counters: expected (weighted per mode) vs. the per-CPU sums.
-    let expected = per_mode.iter().fold(0u64, |acc, r| {
-        acc.wrapping_add(r.stats.adds.wrapping_mul(WEIGHTS[r.mode as usize]))
-    });
-    let actual = slots.iter().fold(0u64, |acc, s| {
-        acc.wrapping_add(s.count.load(Ordering::Relaxed))
-    });
-    let diff = per_mode_diff(expected.wrapping_sub(actual));
+    let adds: Vec<(Mode, u64)> = per_mode.iter().map(|r| (r.mode, r.stats.adds)).collect();
+    let diff = counter_diff(&adds, &slots);
     for r in per_mode.iter_mut() {
         r.lost_updates = diff[r.mode as usize];
     }
-    // Nodes: every node exactly once across the lists and the pools.
-    let base = nodes.as_ptr() as u64;
-    let size = std::mem::size_of::<Node>() as u64;
-    let mut seen = vec![0u32; nodes.len()];
-    let mut stray = 0u64;
-    let mut mark = |p: u64, seen: &mut Vec<u32>| {
-        if p < base || !(p - base).is_multiple_of(size) || (p - base) / size >= nodes.len() as u64 {
-            stray += 1;
-            return false;
-        }
-        seen[((p - base) / size) as usize] += 1;
-        true
-    };
-    for s in slots.iter() {
-        let mut p = s.head.load(Ordering::Relaxed);
-        let mut steps = 0;
-        while p != 0 && steps <= nodes.len() {
-            if !mark(p, &mut seen) {
-                break;
-            }
-            p = nodes[((p - base) / size) as usize]
-                .next
-                .load(Ordering::Relaxed);
-            steps += 1;
-        }
-    }
-    for pool in &pools {
-        for &p in pool {
-            mark(p, &mut seen);
-        }
-    }
-    let lost = seen.iter().filter(|&&c| c == 0).count();
-    let dup = seen.iter().filter(|&&c| c > 1).count();
-    for (i, n) in nodes.iter().enumerate() {
-        if n.id != i as u64 {
-            stray += 1;
-        }
-    }
+    let heads: Vec<u64> = slots
+        .iter()
+        .map(|s| s.head.load(Ordering::Relaxed))
+        .collect();
+    let NodeCheck {
+        lost,
+        duplicated: dup,
+        stray,
+    } = check_nodes(&nodes, &heads, &pools);
     let refused: u64 = per_mode.iter().map(|r| r.stats.refused).sum();
     let total: u64 = per_mode.iter().map(|r| r.stats.completions).sum();
     let counters_exact = diff == [0, 0, 0];
@@ -963,6 +864,73 @@ pub fn run(a: Args) -> Result<ExitCode, Box<dyn Error>> {
     })
 }
 
+/// Per-mode lost updates (expected minus actual, per [`WEIGHTS`]) of the
+/// per-CPU counters in `slots`, given the adds each mode completed.
+fn counter_diff(adds: &[(Mode, u64)], slots: &[Slot]) -> [i64; 3] {
+    let expected = adds.iter().fold(0u64, |acc, &(m, n)| {
+        acc.wrapping_add(n.wrapping_mul(WEIGHTS[m as usize]))
+    });
+    let actual = slots.iter().fold(0u64, |acc, s| {
+        acc.wrapping_add(s.count.load(Ordering::Relaxed))
+    });
+    per_mode_diff(expected.wrapping_sub(actual))
+}
+
+/// What the end-of-run walk found: nodes in no list and no pool, nodes
+/// found more than once, and pointers that are no node of the array.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct NodeCheck {
+    lost: usize,
+    duplicated: usize,
+    stray: u64,
+}
+
+/// Walk every list (`heads`, through `next`) and every pool: each node of
+/// `nodes` must be found exactly once. A walk stops at a stray pointer and
+/// after `nodes.len()` steps (a cycle shows up as duplicates).
+fn check_nodes(nodes: &[Node], heads: &[u64], pools: &[Vec<u64>]) -> NodeCheck {
+    let base = nodes.as_ptr() as u64;
+    let size = std::mem::size_of::<Node>() as u64;
+    let index = |p: u64| -> Option<usize> {
+        let off = p.checked_sub(base)?;
+        (off.is_multiple_of(size) && off / size < nodes.len() as u64)
+            .then_some((off / size) as usize)
+    };
+    let mut seen = vec![0u32; nodes.len()];
+    let mut stray = 0u64;
+    let mut mark = |p: u64| -> Option<usize> {
+        let i = index(p);
+        match i {
+            Some(i) => seen[i] += 1,
+            None => stray += 1,
+        }
+        i
+    };
+    for &head in heads {
+        let mut p = head;
+        let mut steps = 0;
+        while p != 0 && steps <= nodes.len() {
+            let Some(i) = mark(p) else { break };
+            p = nodes[i].next.load(Ordering::Relaxed);
+            steps += 1;
+        }
+    }
+    for &p in pools.iter().flatten() {
+        mark(p);
+    }
+    // A node whose id changed was overwritten by someone.
+    stray += nodes
+        .iter()
+        .enumerate()
+        .filter(|&(i, n)| n.id != i as u64)
+        .count() as u64;
+    NodeCheck {
+        lost: seen.iter().filter(|&&c| c == 0).count(),
+        duplicated: seen.iter().filter(|&&c| c > 1).count(),
+        stray,
+    }
+}
+
 /// `a / b`, 0 when `b` is 0.
 pub(crate) fn frac(a: u64, b: u64) -> f64 {
     if b == 0 {
@@ -975,6 +943,77 @@ pub(crate) fn frac(a: u64, b: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nodes(n: usize) -> Vec<Node> {
+        (0..n)
+            .map(|i| Node {
+                next: AtomicU64::new(0),
+                id: i as u64,
+            })
+            .collect()
+    }
+
+    fn addr(nodes: &[Node], i: usize) -> u64 {
+        &nodes[i] as *const Node as u64
+    }
+
+    /// Nodes 0 -> 1 -> 2 in one list, 3 in a pool: a correct state.
+    fn linked() -> Vec<Node> {
+        let v = nodes(4);
+        v[0].next.store(addr(&v, 1), Ordering::Relaxed);
+        v[1].next.store(addr(&v, 2), Ordering::Relaxed);
+        v
+    }
+
+    #[test]
+    fn node_check_passes_a_correct_state_and_fails_corrupted_ones() {
+        let v = linked();
+        let ok = check_nodes(&v, &[addr(&v, 0), 0], &[vec![addr(&v, 3)]]);
+        assert_eq!(ok, NodeCheck::default());
+        // A node lost: the pool forgot node 3.
+        let c = check_nodes(&v, &[addr(&v, 0)], &[vec![]]);
+        assert_eq!(c.lost, 1, "{c:?}");
+        // A node in a list and in a pool.
+        let c = check_nodes(&v, &[addr(&v, 0)], &[vec![addr(&v, 3), addr(&v, 1)]]);
+        assert_eq!(c.duplicated, 1, "{c:?}");
+        // A cycle 2 -> 0: bounded walk, duplicates.
+        v[2].next.store(addr(&v, 0), Ordering::Relaxed);
+        let c = check_nodes(&v, &[addr(&v, 0)], &[vec![addr(&v, 3)]]);
+        assert!(c.duplicated > 0, "{c:?}");
+        // A stray pointer (inside a node, not at its start) ends the walk.
+        v[2].next.store(addr(&v, 1) + 8, Ordering::Relaxed);
+        let c = check_nodes(&v, &[addr(&v, 0)], &[vec![addr(&v, 3)]]);
+        assert_eq!(c.stray, 1, "{c:?}");
+        // An overwritten node.
+        let mut w = linked();
+        w[3].id = 7;
+        let c = check_nodes(&w, &[addr(&w, 0)], &[vec![addr(&w, 3)]]);
+        assert_eq!(c.stray, 1, "{c:?}");
+    }
+
+    #[test]
+    fn counter_check_finds_lost_and_extra_updates_per_mode() {
+        let slots: Vec<Slot> = (0..2)
+            .map(|_| Slot {
+                count: AtomicU64::new(0),
+                head: AtomicU64::new(0),
+            })
+            .collect();
+        let adds = [(Mode::Native, 3), (Mode::Auto, 2), (Mode::Always, 1)];
+        // Exact: every add landed on some CPU's counter.
+        slots[0]
+            .count
+            .store(2 * WEIGHTS[0] + WEIGHTS[1], Ordering::Relaxed);
+        slots[1]
+            .count
+            .store(WEIGHTS[0] + WEIGHTS[1] + WEIGHTS[2], Ordering::Relaxed);
+        assert_eq!(counter_diff(&adds, &slots), [0, 0, 0]);
+        // One auto add lost, one always add applied twice.
+        slots[1]
+            .count
+            .store(WEIGHTS[0] + 2 * WEIGHTS[2], Ordering::Relaxed);
+        assert_eq!(counter_diff(&adds, &slots), [0, 1, -1]);
+    }
 
     #[test]
     fn per_mode_diff_roundtrip() {
@@ -989,9 +1028,16 @@ mod tests {
     #[test]
     fn sequences_decode_and_are_emulable() {
         let s = seqs().unwrap();
-        for q in [&s.addv, &s.push, &s.pop] {
+        let fns = [
+            native_addv as *const () as u64,
+            native_push as *const () as u64,
+            native_pop as *const () as u64,
+        ];
+        for (q, f) in [&s.addv, &s.push, &s.pop].into_iter().zip(fns) {
             assert!(q.cs.contains(q.cs.start_ip));
             assert!(!q.cs.contains(q.cs.abort_ip));
+            // Each native function's own section, found from its address.
+            assert!((f..f + 64).contains(&q.cs.start_ip), "{f:#x}: {:?}", q.cs);
         }
     }
 }

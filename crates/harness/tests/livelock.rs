@@ -9,18 +9,18 @@
 //!   completions under the storm against ~100,000/s quiet (worst seen
 //!   4,500 vs 142,000 in a debug build on a busy machine), so both margins
 //!   are wide; being descheduled makes the thread abort more, not less.
-//! * with the engine (threshold 1: every abort goes to the engine) under a
-//!   storm the engine completes operations (emulated > 0) and every
-//!   completed copy is byte-exact. The storm is 50 us here, not 10 us: at
-//!   10 us this machine spends almost all of the thread's time delivering
-//!   signals, so a debug-build emulation of a long copy can take seconds
-//!   (it does complete; `scripts/demo` shows it on the release build).
+//! * with the engine and the runtime's *default* policy (as `scripts/demo`
+//!   runs it: no `--threshold`), a section that native retry can never
+//!   complete gets completed by the engine, every copy byte-exact. See the
+//!   test's comment for the margins.
 
 use serde_json::Value;
 use std::process::Command;
 
 fn livelock(args: &[&str]) -> Value {
     let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))
+        .env_remove("RSEQ_EMU_MODE")
+        .env_remove("RSEQ_EMU_THRESHOLD")
         .arg("livelock")
         .arg("--json")
         .args(args)
@@ -79,19 +79,37 @@ fn native_retry_livelocks_under_a_10us_timer_storm() {
 }
 
 #[test]
-fn engine_completes_every_copy_exactly_under_a_storm() {
+fn engine_completes_every_copy_exactly_under_a_storm_with_the_default_policy() {
+    // A 128 KiB byte copy under a 25 us timer. The copy is a loop of one
+    // load and one store per byte with a one-cycle carried dependency: at
+    // least 131,072 cycles, i.e. >= 26 us even at 5 GHz, so no native
+    // attempt can outlast the timer on any machine (measured here: ~70 us
+    // quiet), whatever the load. Native retry therefore aborts every time
+    // and the default policy must engage (here: every 256 consecutive
+    // aborts, ~0.3 s; or a 50 ms abort streak). 25 us (not 10 us) keeps
+    // signal delivery from starving the engine's first decode of the
+    // section, which runs with signals unblocked (at 10 us it can take
+    // seconds here); the emulation itself runs with signals blocked.
+    // A long emulation (~0.2 s in a debug build) may end on another CPU:
+    // the section's CPU check then fails and that attempt is lost, so the
+    // run lasts 3 s. Measured: 5-9 completions in 2 s over 8 runs, each
+    // emulated; at least one is asserted. (256 KiB under a 50 us timer
+    // failed 1 run in 6: 0.4 s emulations, more of them lost that way.)
     let v = livelock(&[
         "--modes",
         "engine",
         "--seconds",
-        "2",
+        "3",
         "--bytes",
-        "4096",
+        "131072",
         "--interval-us",
-        "50",
-        "--threshold",
-        "1",
+        "25",
     ]);
+    assert_eq!(
+        v["threshold"],
+        rseq_emu_runtime::policy::DEFAULT_THRESHOLD,
+        "the runtime's default threshold: {v}"
+    );
     let e = mode(&v, "engine");
     assert_eq!(v["ok"], true, "{v}");
     assert!(n(e, "signals") > 0, "{v}");
@@ -105,6 +123,9 @@ fn bad_arguments_are_clear_errors() {
     for (args, needle) in [
         (&["--interval-us", "0"][..], "interval"),
         (&["--seconds", "0"][..], "seconds"),
+        (&["--seconds", "1e30"][..], "seconds"),
+        (&["--bytes", "99999999999"][..], "bytes"),
+        (&["--threshold", "0"][..], "--threshold"),
         (&["--modes", "sometimes"][..], "modes"),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))

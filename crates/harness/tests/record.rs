@@ -1,19 +1,18 @@
 //! The real-CPU oracle path: record fresh fixtures natively right now (the
 //! kernel's rseq active), then replay them through the emulator.
 
+mod replay_support;
+
+use replay_support::{bin, clock_seed, not_ok, replay_json, text};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::process::Command;
 
 #[test]
 fn fresh_native_recordings_replay_exactly() {
     let d = std::env::temp_dir().join(format!("rseq-emu-record-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.as_secs())
-        .unwrap_or(7);
-    let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))
+    let seed = clock_seed();
+    let o = bin()
         .args([
             "record",
             "--count",
@@ -25,23 +24,12 @@ fn fresh_native_recordings_replay_exactly() {
         .arg(&d)
         .output()
         .expect("run rseq-emu record");
-    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let out = text(&o);
     assert!(o.status.success(), "record (seed {seed}) failed: {out}");
     assert!(out.contains("66 fixtures written"), "{out}");
 
-    let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))
-        .args(["replay", "--json"])
-        .arg(&d)
-        .output()
-        .expect("run rseq-emu replay");
-    let j: Value = serde_json::from_slice(&o.stdout).expect("json report");
-    let bad: Vec<String> = j["fixtures"]
-        .as_array()
-        .expect("fixtures")
-        .iter()
-        .filter(|f| f["ok"] != true)
-        .map(|f| f.to_string())
-        .collect();
+    let (j, o) = replay_json(&[&d]);
+    let bad = not_ok(&j);
     assert!(bad.is_empty(), "seed {seed}: {}", bad.join("\n"));
     assert!(o.status.success());
     assert_eq!(j["total"], 66);
@@ -67,7 +55,7 @@ fn the_same_seed_generates_the_same_sequences() {
     let mut codes = Vec::new();
     for k in 0..2 {
         let d = base.join(k.to_string());
-        let o = Command::new(env!("CARGO_BIN_EXE_rseq-emu"))
+        let o = bin()
             .args([
                 "record",
                 "--count",
@@ -106,4 +94,39 @@ fn the_same_seed_generates_the_same_sequences() {
         "seed 42 generated two different cases"
     );
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Bad arguments are one clear error each, before anything is written.
+#[test]
+fn bad_record_arguments_are_clear_errors() {
+    let d = replay_support::tmpdir("record-args");
+    let out = d.join("out");
+    for (args, want) in [
+        (&["--pattern", "nosuch"][..], "unknown pattern \"nosuch\""),
+        (
+            &["--arch", "aarch64", "--pattern", "movw16"],
+            "unknown aarch64 pattern \"movw16\"",
+        ),
+        (&["--arch", "mips"], "--arch \"mips\": x86_64 or aarch64"),
+        (
+            &["--cpu", "99"],
+            "--cpu 99: the recorder supports CPUs 0..15",
+        ),
+        (&["--arch", "aarch64", "--cpu", "1"], "--cpu: x86_64 only"),
+    ] {
+        let o = bin()
+            .arg("record")
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("run rseq-emu record");
+        let t = text(&o);
+        assert!(!o.status.success(), "{args:?}: {t}");
+        assert!(t.contains(want), "{args:?}: {t}");
+        assert!(!t.contains("panicked"), "{args:?}: {t}");
+        let written = std::fs::read_dir(&out).map(|r| r.count()).unwrap_or(0);
+        assert_eq!(written, 0, "{args:?}: wrote fixtures");
+    }
+    let _ = std::fs::remove_dir_all(&d);
 }

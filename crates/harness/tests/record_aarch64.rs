@@ -3,14 +3,12 @@
 //! deterministic and cover every outcome, and once the executor exists,
 //! that they and the bundled set replay exactly.
 
+mod replay_support;
+
+use replay_support::{bin, clock_seed, files, not_ok, replay_json, text};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rseq-emu"))
-}
 
 fn record(d: &Path, seed: u64, count: usize) -> String {
     let _ = std::fs::remove_dir_all(d);
@@ -21,7 +19,7 @@ fn record(d: &Path, seed: u64, count: usize) -> String {
         .arg(d)
         .output()
         .expect("run rseq-emu record");
-    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let out = text(&o);
     assert!(
         o.status.success(),
         "record --arch aarch64 (seed {seed}) failed: {out}"
@@ -30,52 +28,13 @@ fn record(d: &Path, seed: u64, count: usize) -> String {
 }
 
 fn replay(d: &Path) -> Value {
-    let o = bin()
-        .args(["replay", "--json"])
-        .arg(d)
-        .output()
-        .expect("run rseq-emu replay");
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
-}
-
-fn files(d: &Path) -> BTreeMap<String, String> {
-    std::fs::read_dir(d)
-        .expect("out dir")
-        .map(|e| {
-            let p = e.expect("entry").path();
-            let name = p
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            (name, std::fs::read_to_string(&p).expect("read"))
-        })
-        .collect()
-}
-
-fn not_ok(j: &Value) -> Vec<String> {
-    j["fixtures"]
-        .as_array()
-        .expect("fixtures")
-        .iter()
-        .filter(|f| f["ok"] != true)
-        .map(|f| f.to_string())
-        .collect()
+    replay_json(&[d]).0
 }
 
 #[test]
 fn fresh_qemu_recordings_are_well_formed_and_replay() {
     let base = std::env::temp_dir().join(format!("rseq-emu-record-a64-{}", std::process::id()));
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.as_secs())
-        .unwrap_or(7);
+    let seed = clock_seed();
     let (d1, d2) = (base.join("a"), base.join("b"));
     let out = record(&d1, seed, 3);
     assert!(out.contains("36 fixtures written"), "{out}");

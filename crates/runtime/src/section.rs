@@ -93,6 +93,8 @@ fn cache() -> &'static RwLock<HashMap<u64, Cached>> {
 fn registry() -> &'static RwLock<HashMap<u64, Vec<u64>>> {
     static R: OnceLock<RwLock<HashMap<u64, Vec<u64>>>> = OnceLock::new();
     R.get_or_init(|| {
+        // Once per process, on the first abort (see `lookup` on signals).
+        let _blocked = crate::commit::SignalsBlocked::new();
         let mut m = HashMap::new();
         for d in linked_descriptors() {
             add(&mut m, d);
@@ -239,7 +241,15 @@ pub fn lookup(desc: u64, teardown: (u64, u64)) -> Result<Arc<Section>, Refusal> 
             }
         }
     }
-    let result = build(desc, &bytes, teardown);
+    // The first decode of a section happens while the thread is being
+    // aborted, possibly under a signal storm: with signals deliverable a
+    // 10 µs timer stretched it from about a millisecond to seconds, long
+    // enough for the thread to migrate and the emulation to take the
+    // sequence's own abort. Block them for the decode (once per section).
+    let result = {
+        let _blocked = crate::commit::SignalsBlocked::new();
+        build(desc, &bytes, teardown)
+    };
     cache().write().unwrap_or_else(|e| e.into_inner()).insert(
         desc,
         Cached {

@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 use rseq_emu_aarch64::{A64State, Aarch64};
-use rseq_emu_core::{AccessKind, MemFault, Memory, Outcome, Program, SparseMemory};
+pub use rseq_emu_core::bench::Flat;
+use rseq_emu_core::{Memory, Outcome, Program, SparseMemory};
 
 pub const BASE: u64 = 0x40_0000;
 pub const DATA: u64 = 0x10_0000;
@@ -55,43 +56,6 @@ pub fn program(words: &[u32]) -> Program<Aarch64> {
     Program::<Aarch64>::decode(&c, BASE, BASE, BASE + c.len() as u64).unwrap()
 }
 
-/// One flat writable region: isolates the executor from the cost of
-/// `SparseMemory`'s region lookup.
-pub struct Flat(pub Vec<u8>);
-
-impl Memory for Flat {
-    #[inline]
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        let o = addr.wrapping_sub(DATA) as usize;
-        match self.0.get(o..o.wrapping_add(buf.len())) {
-            Some(s) => {
-                buf.copy_from_slice(s);
-                Ok(())
-            }
-            None => Err(MemFault {
-                addr,
-                size: buf.len(),
-                kind: AccessKind::Read,
-            }),
-        }
-    }
-    #[inline]
-    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
-        let o = addr.wrapping_sub(DATA) as usize;
-        match self.0.get_mut(o..o.wrapping_add(data.len())) {
-            Some(s) => {
-                s.copy_from_slice(data);
-                Ok(())
-            }
-            None => Err(MemFault {
-                addr,
-                size: data.len(),
-                kind: AccessKind::Write,
-            }),
-        }
-    }
-}
-
 /// 16 KiB of writable data at `DATA` (all 7s, the cpu_id word of the
 /// counter's rseq area at `DATA + 0x104` zero).
 pub fn memory() -> SparseMemory {
@@ -106,7 +70,7 @@ pub fn memory() -> SparseMemory {
 pub fn flat() -> Flat {
     let mut bytes = vec![7u8; 0x4000];
     bytes[0x104..0x108].fill(0);
-    Flat(bytes)
+    Flat { base: DATA, bytes }
 }
 
 fn copy_state(n: u64) -> A64State {

@@ -4,7 +4,8 @@
 
 #![allow(dead_code)]
 
-use rseq_emu_core::{AccessKind, MemFault, Memory, Outcome, Program, SparseMemory};
+pub use rseq_emu_core::bench::Flat;
+use rseq_emu_core::{Memory, Outcome, Program, SparseMemory};
 use rseq_emu_x86_64::{reg, X86State, X86_64};
 
 pub const BASE: u64 = 0x40_0000;
@@ -37,43 +38,6 @@ pub const COUNTER: &[u8] = &[
     0x90, 0x90, // to the commit
 ];
 
-/// One flat writable region: isolates the executor from the cost of
-/// `SparseMemory`'s region lookup.
-pub struct Flat(pub Vec<u8>);
-
-impl Memory for Flat {
-    #[inline]
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        let o = addr.wrapping_sub(DATA) as usize;
-        match self.0.get(o..o.wrapping_add(buf.len())) {
-            Some(s) => {
-                buf.copy_from_slice(s);
-                Ok(())
-            }
-            None => Err(MemFault {
-                addr,
-                size: buf.len(),
-                kind: AccessKind::Read,
-            }),
-        }
-    }
-    #[inline]
-    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemFault> {
-        let o = addr.wrapping_sub(DATA) as usize;
-        match self.0.get_mut(o..o.wrapping_add(data.len())) {
-            Some(s) => {
-                s.copy_from_slice(data);
-                Ok(())
-            }
-            None => Err(MemFault {
-                addr,
-                size: data.len(),
-                kind: AccessKind::Write,
-            }),
-        }
-    }
-}
-
 /// CPU number the counter section finds at `%fs:-28`.
 pub const CPU: u64 = 3;
 
@@ -84,6 +48,15 @@ pub fn memory() -> SparseMemory {
     m.map(DATA, vec![7u8; 0x4000], true).unwrap();
     m.write_u32(DATA + 0x100 - 28, CPU as u32).unwrap();
     m
+}
+
+/// The same 16 KiB as one flat region (no cpu_id: the counter section
+/// does not run on it).
+pub fn flat() -> Flat {
+    Flat {
+        base: DATA,
+        bytes: vec![7u8; 0x4000],
+    }
 }
 
 /// Loop iterations of the byte-copy benchmark.

@@ -17,15 +17,13 @@
 
 use super::aarch64_asm::{cond, Asm, Label, SP, ZR};
 use super::patterns::Rng;
-use crate::fixture::{
-    hex, hex_bytes, CodeFile, DescriptorFile, EntryFile, ExpectFile, ExpectRegionFile, FixtureFile,
-    RegionFile, FORMAT, VERSION,
-};
+use super::{select_patterns, Recording};
+use crate::fixture::hex;
 use rseq_emu_aarch64::oracle::{
     Case, OracleResult, QemuOracle, Region, EXIT_BRK, SIGTRAP, WINDOW_START,
 };
 use rseq_emu_aarch64::A64State;
-use rseq_emu_core::abi::{RseqCs, RSEQ_SIG_AARCH64};
+use rseq_emu_core::abi::{ArchKind, RseqCs, RSEQ_SIG_AARCH64};
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::PathBuf;
@@ -755,83 +753,47 @@ fn regs_map(s: &A64State) -> BTreeMap<String, String> {
     m
 }
 
-fn to_fixture(name: &str, g: &Gen, cpu: u32, cs: &RseqCs, r: &OracleResult) -> FixtureFile {
-    let exit_ip = r.state.pc;
-    let outcome = crate::fixture::ExpectedOutcome::classify(exit_ip, cs);
-    let mem_after = |addr: u64| {
-        r.memory
-            .iter()
-            .find(|(a, _)| *a == addr)
-            .map(|(_, b)| hex_bytes(b))
-            .unwrap_or_default()
+/// The recording of `case` (built by [`oracle_case`]) that qemu ran with result `r`.
+fn recording<'a>(
+    name: &'a str,
+    g: &'a Gen,
+    cpu: u32,
+    cs: RseqCs,
+    case: &'a Case,
+    r: &'a OracleResult,
+) -> Recording<'a> {
+    let before = |addr: u64| {
+        let region = case.regions.iter().find(|reg| reg.addr == addr);
+        region.map(|reg| reg.bytes.as_slice()).unwrap_or_default()
     };
-    FixtureFile {
-        format: FORMAT.into(),
-        version: VERSION,
-        name: Some(format!("aarch64/{name}")),
-        comment: Some(format!(
+    let mem_after = |addr: u64| {
+        let bytes = r.memory.iter().find(|(a, _)| *a == addr).map(|(_, b)| b);
+        (addr, bytes.map(Vec::as_slice).unwrap_or_default())
+    };
+    Recording {
+        arch: ArchKind::Aarch64,
+        name,
+        comment: format!(
             "{}. Recorded under qemu-aarch64 (-cpu neoverse-n1) with the rseq area supplied as memory (cpu {cpu}); two runs agreed.",
             g.comment
-        )),
-        arch: "aarch64".into(),
-        code: Some(CodeFile {
-            address: hex(g.start_ip),
-            bytes: hex_bytes(&code_bytes(g)),
-        }),
-        elf: None,
-        descriptor: Some(DescriptorFile {
-            address: hex(DESC),
-            version: 0,
-            flags: 0,
-            start_ip: hex(cs.start_ip),
-            post_commit_offset: hex(cs.post_commit_offset),
-            abort_ip: hex(cs.abort_ip),
-        }),
-        signature: Some(format!("0x{RSEQ_SIG_AARCH64:08x}")),
+        ),
+        code_address: g.start_ip,
+        code: before(g.start_ip),
+        cs,
+        cs_address: DESC,
         cpu,
-        rseq_area: hex(AREA),
-        entry: EntryFile {
-            regs: regs_map(&g.entry),
-        },
+        rseq_area: AREA,
+        entry_regs: regs_map(&g.entry),
         memory: vec![
-            RegionFile {
-                address: hex(DATA),
-                bytes: hex_bytes(&g.data),
-                writable: true,
-                comment: Some("data buffers".into()),
-            },
-            RegionFile {
-                address: hex(DESC),
-                bytes: hex_bytes(&cs.to_bytes()),
-                writable: false,
-                comment: Some("struct rseq_cs".into()),
-            },
-            RegionFile {
-                address: hex(AREA),
-                bytes: hex_bytes(&area_bytes(cpu)),
-                writable: true,
-                comment: Some("struct rseq (tpidr_el0 - 0x60), rseq_cs set".into()),
-            },
-            RegionFile {
-                address: hex(STACK),
-                bytes: hex_bytes(&g.stack),
-                writable: true,
-                comment: Some("stack (sp at its end)".into()),
-            },
+            (DATA, &g.data, true, "data buffers"),
+            (DESC, before(DESC), false, "struct rseq_cs"),
+            (AREA, before(AREA), true, "struct rseq (tpidr_el0 - 0x60), rseq_cs set"),
+            (STACK, &g.stack, true, "stack (sp at its end)"),
         ],
-        expect: ExpectFile {
-            outcome: outcome.name().into(),
-            ip: hex(exit_ip),
-            regs: regs_map(&r.state),
-            memory: [DATA, AREA, STACK]
-                .iter()
-                .map(|&a| ExpectRegionFile {
-                    address: hex(a),
-                    bytes: mem_after(a),
-                })
-                .collect(),
-        },
-        ignore_flags: None,
+        exit_ip: r.state.pc,
+        expect_regs: regs_map(&r.state),
+        expect_memory: [DATA, AREA, STACK].map(mem_after).to_vec(),
+        ignore_flags: 0,
     }
 }
 
@@ -842,21 +804,7 @@ pub fn record(
     count: usize,
     patterns: &[String],
 ) -> Result<Vec<(String, PathBuf)>, Box<dyn Error>> {
-    let pats: Vec<String> = if patterns.is_empty() {
-        PATTERNS.iter().map(|s| s.to_string()).collect()
-    } else {
-        patterns.to_vec()
-    };
-    for p in &pats {
-        if !PATTERNS.contains(&p.as_str()) {
-            return Err(format!(
-                "unknown aarch64 pattern {p:?} (known: {})",
-                PATTERNS.join(", ")
-            )
-            .into());
-        }
-    }
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let pats = select_patterns(patterns, PATTERNS, "aarch64 pattern", out)?;
     let mut oracle = QemuOracle::spawn()?;
     let mut files = Vec::new();
     for p in &pats {
@@ -885,11 +833,8 @@ pub fn record(
                 .into());
             }
             let name = format!("{p}-{i:03}");
-            let f = to_fixture(&name, &g, cpu, &cs, &r1);
-            let path = out.join(format!("{name}.json"));
-            std::fs::write(&path, serde_json::to_string_pretty(&f)? + "\n")
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            files.push((p.clone(), path));
+            let rec = recording(&name, &g, cpu, cs, &case, &r1);
+            files.push((p.clone(), rec.write(out)?));
         }
     }
     Ok(files)

@@ -8,6 +8,7 @@
 //!   save areas and a private stack.
 
 use super::asm::{Asm, Label, Mem, Rm};
+use rseq_emu_core::abi::RseqCs;
 use std::sync::Mutex;
 
 /// Where the code page is mapped.
@@ -63,6 +64,19 @@ pub struct Built {
     pub exits: Vec<u64>,
     /// One past the last exit stub (the fixture's code ends there).
     pub code_end: u64,
+}
+
+impl Built {
+    /// The descriptor of the section: `[start_ip, exits[0])`, abort at `exits[1]`.
+    pub fn descriptor(&self) -> RseqCs {
+        RseqCs {
+            version: 0,
+            flags: 0,
+            start_ip: self.start_ip,
+            post_commit_offset: self.exits[0] - self.start_ip,
+            abort_ip: self.exits[1],
+        }
+    }
 }
 
 extern "C" {

@@ -15,29 +15,26 @@ use super::asm::{alu::*, cc, Asm, Label, Mem, Rm};
 use super::native::{build, Built, NativeRegs, DATA, DATA_LEN, STACK_TOP};
 use rseq_emu_core::abi::area;
 
-/// splitmix64: small, seedable, reproducible.
-pub struct Rng(u64);
+/// The shared seeded PRNG ([`rseq_emu_core::rng::Rng`]) with the
+/// pickers the generators use.
+pub struct Rng(rseq_emu_core::rng::Rng);
 
 impl Rng {
     /// Seeded generator.
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(rseq_emu_core::rng::Rng::new(seed))
     }
     /// Next 64 bits.
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in 0..n.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.below(n)
     }
     /// True with probability p/100.
     pub fn pct(&mut self, p: u64) -> bool {
-        self.below(100) < p
+        self.0.pct(p)
     }
     /// An interesting value: boundaries half the time.
     pub fn value(&mut self) -> u64 {
@@ -129,6 +126,38 @@ struct Ctx<'a> {
     env: &'a Env,
     regs: NativeRegs,
     data: Vec<u8>,
+    /// The cpu compare the section starts with, if any (to abort_ip).
+    leading_check: Option<CpuCheck>,
+}
+
+/// librseq's cpu compare, `cmp %cpu, %fs:cpu_id; jne abort`: the register
+/// holding the expected cpu, and the one holding `__rseq_offset` for the
+/// `%fs:4(%reg)` form (`None`: the `%fs:disp32` form).
+#[derive(Clone, Copy)]
+struct CpuCheck {
+    cpu: u8,
+    off: Option<u8>,
+}
+
+impl CpuCheck {
+    fn emit(self, a: &mut Asm, env: &Env, abort: Label) {
+        match self.off {
+            Some(r) => a.alu_to(CMP, 4, Rm::M(Mem::fs_b(r, area::CPU_ID as i32)), self.cpu),
+            None => a.alu_to(
+                CMP,
+                4,
+                Rm::M(Mem::fs_abs((env.rseq_off + area::CPU_ID as i64) as i32)),
+                self.cpu,
+            ),
+        }
+        a.jcc(cc::NE, abort);
+    }
+}
+
+/// librseq's "the word moved, leave": `cmp %expect, mem; jne exit`.
+fn cmp_or_exit(a: &mut Asm, size: u8, expect: u8, mem: Mem, exit: Label) {
+    a.alu_from(CMP, size, expect, Rm::M(mem));
+    a.jcc(cc::NE, exit);
 }
 
 impl Ctx<'_> {
@@ -152,6 +181,7 @@ impl Ctx<'_> {
             env,
             regs,
             data,
+            leading_check: None,
         }
     }
     fn put(&mut self, addr: u64, size: usize, v: u64) {
@@ -170,6 +200,26 @@ impl Ctx<'_> {
     fn size(&mut self) -> u8 {
         self.rng.pick(&[8, 8, 4])
     }
+    /// A cpu compare: `cpu` holds the real cpu (or another one when
+    /// `mismatch`), and 40% of the time `offr` holds `__rseq_offset` for
+    /// the register form.
+    fn cpu_check(&mut self, cpu: u8, offr: u8, mismatch: bool) -> CpuCheck {
+        self.regs.gpr[cpu as usize] = self.cpu_value(mismatch);
+        let off = if self.rng.pct(40) {
+            self.regs.gpr[offr as usize] = self.env.rseq_off as u64;
+            Some(offr)
+        } else {
+            None
+        };
+        CpuCheck { cpu, off }
+    }
+    /// [`Ctx::cpu_check`], emitted by [`Ctx::finish`] as the section's
+    /// first instructions.
+    fn start_with_cpu_check(&mut self, cpu: u8, offr: u8, mismatch: bool) -> CpuCheck {
+        let check = self.cpu_check(cpu, offr, mismatch);
+        self.leading_check = Some(check);
+        check
+    }
     fn finish(
         self,
         pattern: &'static str,
@@ -178,7 +228,13 @@ impl Ctx<'_> {
         body: impl FnOnce(&mut Asm, &[Label]),
         ignore_flags: u64,
     ) -> Result<Gen, String> {
-        let built = build(self.env.rseq_off, n_other, body)?;
+        let (env, check) = (self.env, self.leading_check);
+        let built = build(self.env.rseq_off, n_other, |a, e| {
+            if let Some(check) = check {
+                check.emit(a, env, e[1]);
+            }
+            body(a, e)
+        })?;
         Ok(Gen {
             pattern,
             comment,
@@ -234,8 +290,7 @@ fn cmpstore(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
     c.regs.gpr[expect as usize] = want;
     let d = 1 + c.rng.below(255);
     c.put(slot, 8, if equal { want } else { want ^ d });
-    let off = set_cpu_check(&mut c, cpu, offr, mismatch);
-    let use_off = off.is_some();
+    let use_off = c.start_with_cpu_check(cpu, offr, mismatch).off.is_some();
     let comment = format!(
         "compare-and-store: cmp cpu (%fs {} form); cmp{} %expect,(%v); jne ne; mov %newv,(%v) commit; values {}",
         if use_off { "register" } else { "absolute" },
@@ -247,38 +302,11 @@ fn cmpstore(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
         comment,
         1,
         |a, e| {
-            emit_cpu_check(a, env, cpu, off, e[1]);
-            a.alu_from(CMP, size, expect, Rm::M(Mem::b(v, 0)));
-            a.jcc(cc::NE, e[2]);
+            cmp_or_exit(a, size, expect, Mem::b(v, 0), e[2]);
             a.mov_to(size, Rm::M(Mem::b(v, 0)), newv);
         },
         0,
     )
-}
-
-/// The cpu check as emitted (the register side effects were applied by
-/// [`set_cpu_check`]).
-fn emit_cpu_check(a: &mut Asm, env: &Env, cpu: u8, off_reg: Option<u8>, abort: Label) {
-    match off_reg {
-        Some(r) => a.alu_to(CMP, 4, Rm::M(Mem::fs_b(r, area::CPU_ID as i32)), cpu),
-        None => a.alu_to(
-            CMP,
-            4,
-            Rm::M(Mem::fs_abs((env.rseq_off + area::CPU_ID as i64) as i32)),
-            cpu,
-        ),
-    }
-    a.jcc(cc::NE, abort);
-}
-
-fn set_cpu_check(c: &mut Ctx, cpu: u8, offr: u8, mismatch: bool) -> Option<u8> {
-    c.regs.gpr[cpu as usize] = c.cpu_value(mismatch);
-    if c.rng.pct(40) {
-        c.regs.gpr[offr as usize] = c.env.rseq_off as u64;
-        Some(offr)
-    } else {
-        None
-    }
 }
 
 /// Per-cpu counter: cpu read with %fs, `add %inc,(%base,%cpu,8)` commit.
@@ -288,11 +316,9 @@ fn addv(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
     let (base, idx, inc, cpu, offr) = (r[0], r[1], r[2], r[3], r[4]);
     let size = c.size();
     let check = mismatch || c.rng.pct(40);
-    let off = if check {
-        set_cpu_check(&mut c, cpu, offr, mismatch)
-    } else {
-        None
-    };
+    if check {
+        c.start_with_cpu_check(cpu, offr, mismatch);
+    }
     let fs_form = c.rng.pct(50);
     if fs_form {
         c.regs.gpr[offr as usize] = c.env.rseq_off as u64;
@@ -319,10 +345,7 @@ fn addv(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
         "addv",
         comment,
         0,
-        |a, e| {
-            if check {
-                emit_cpu_check(a, env, cpu, off, e[1]);
-            }
+        |a, _| {
             if fs_form {
                 a.mov_from(4, idx, Rm::M(Mem::fs_b(offr, area::CPU_ID as i32)));
             } else {
@@ -351,7 +374,7 @@ fn cmp2store(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
         let ereg = if reg == v { e1 } else { e2 };
         c.regs.gpr[ereg as usize] = w;
     }
-    let off = set_cpu_check(&mut c, cpu, offr, mismatch);
+    c.start_with_cpu_check(cpu, offr, mismatch);
     let comment = format!(
         "two compares then store: cmp cpu; cmp{sz} %e1,(%v); jne ne1; cmp{sz} %e2,(%v2); jne ne2; mov %newv,(%v); first {eq1}, second {eq2}",
         sz = size * 8
@@ -361,9 +384,7 @@ fn cmp2store(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
         comment,
         2,
         |a, e| {
-            emit_cpu_check(a, env, cpu, off, e[1]);
-            a.alu_from(CMP, size, e1, Rm::M(Mem::b(v, 0)));
-            a.jcc(cc::NE, e[2]);
+            cmp_or_exit(a, size, e1, Mem::b(v, 0), e[2]);
             a.alu_to(CMP, size, Rm::M(Mem::b(v2, 0)), e2);
             a.jcc(cc::NE, e[3]);
             a.mov_to(size, Rm::M(Mem::b(v, 0)), newv);
@@ -385,7 +406,7 @@ fn trystore(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
     c.regs.gpr[v2 as usize] = s[1];
     c.regs.gpr[expect as usize] = w;
     c.put(s[0], 8, if eq { w } else { !w });
-    let off = set_cpu_check(&mut c, cpu, offr, mismatch);
+    c.start_with_cpu_check(cpu, offr, mismatch);
     let comment = format!(
         "try-store then store: cmp cpu; cmp %expect,(%v); jne ne; mov{sz} %newv2,(%v2); mov{sz} %newv,(%v) commit; equal {eq}",
         sz = size * 8
@@ -395,9 +416,7 @@ fn trystore(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
         comment,
         1,
         |a, e| {
-            emit_cpu_check(a, env, cpu, off, e[1]);
-            a.alu_from(CMP, 8, expect, Rm::M(Mem::b(v, 0)));
-            a.jcc(cc::NE, e[2]);
+            cmp_or_exit(a, 8, expect, Mem::b(v, 0), e[2]);
             a.mov_to(size, Rm::M(Mem::b(v2, 0)), newv2);
             a.mov_to(size, Rm::M(Mem::b(v, 0)), newv);
         },
@@ -431,7 +450,8 @@ fn memcpy(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
     // Three consecutive scratch words: the first of the four slots, rounded.
     let scratch = DATA + 0x1c0;
     c.regs.gpr[scr as usize] = scratch;
-    let off = set_cpu_check(&mut c, cpu, offr, mismatch);
+    // Not a leading check: the saves come first.
+    let check = c.cpu_check(cpu, offr, mismatch);
     let comment = format!(
         "byte-copy loop then commit: save src/dst/len to scratch (abort teardown input); cmp cpu; cmp %expect,(%v); copy {n} bytes; mov %newv,(%v); equal {eq}{}",
         if mismatch { "; cpu mismatch: aborts after the saves" } else { "" }
@@ -444,9 +464,8 @@ fn memcpy(rng: &mut Rng, env: &Env, mismatch: bool) -> Result<Gen, String> {
             a.mov_to(8, Rm::M(Mem::b(scr, 0)), src);
             a.mov_to(8, Rm::M(Mem::b(scr, 8)), dst);
             a.mov_to(8, Rm::M(Mem::b(scr, 16)), len);
-            emit_cpu_check(a, env, cpu, off, e[1]);
-            a.alu_from(CMP, 8, expect, Rm::M(Mem::b(v, 0)));
-            a.jcc(cc::NE, e[2]);
+            check.emit(a, env, e[1]);
+            cmp_or_exit(a, 8, expect, Mem::b(v, 0), e[2]);
             a.alu_imm(CMP, 8, Rm::R(len), 0);
             let done = a.label();
             a.jcc(cc::E, done);
@@ -679,6 +698,7 @@ fn earlyexit(rng: &mut Rng, env: &Env) -> Result<Gen, String> {
     c.regs.gpr[tag as usize] = if case == 1 { tagv ^ 1 } else { tagv };
     c.put(n1 + 8, 8, tagv);
     c.regs.gpr[cpu as usize] = u64::from(env.cpu);
+    c.leading_check = Some(CpuCheck { cpu, off: None });
     let use_test = c.rng.pct(50);
     let comment = format!(
         "list pop with early exits: head {}; tag {}; null check with {}",
@@ -703,7 +723,6 @@ fn earlyexit(rng: &mut Rng, env: &Env) -> Result<Gen, String> {
         comment,
         2,
         |a, e| {
-            emit_cpu_check(a, env, cpu, None, e[1]);
             a.mov_from(8, node, Rm::M(Mem::b(head, 0)));
             if use_test {
                 a.test(8, Rm::R(node), node);
@@ -711,8 +730,7 @@ fn earlyexit(rng: &mut Rng, env: &Env) -> Result<Gen, String> {
                 a.alu_imm(CMP, 8, Rm::R(node), 0);
             }
             a.jcc(cc::E, e[2]);
-            a.alu_from(CMP, 8, tag, Rm::M(Mem::b(node, 8)));
-            a.jcc(cc::NE, e[3]);
+            cmp_or_exit(a, 8, tag, Mem::b(node, 8), e[3]);
             a.mov_from(8, next, Rm::M(Mem::b(node, 0)));
             a.mov_to(8, Rm::M(Mem::b(head, 0)), next);
         },

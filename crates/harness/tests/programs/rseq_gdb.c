@@ -9,6 +9,7 @@
 #define SLOTS 4096
 long slots[SLOTS]; /* per-CPU counters */
 long aux[SLOTS];   /* per-CPU derived values */
+int aborts;        /* kernel aborts seen (in memory, for the debugger) */
 
 __attribute__((noinline)) static int update(struct rseq *rs, long inc) {
     __asm__ __volatile__ goto(
@@ -49,7 +50,6 @@ abort:
 int main(void) {
     require_rseq("rseq_gdb");
     struct rseq *rs = rseq_area();
-    int aborts = 0;
     for (long i = 1; i <= 3; i++)
         while (update(rs, 40 * i))
             aborts++;
