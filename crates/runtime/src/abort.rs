@@ -5,21 +5,21 @@
 //! Policy in `auto` mode: the engine only sees aborts (nothing is added to
 //! the native fast path, so it never sees a native success). An abort of
 //! the same descriptor by the same thread within [`ABORT_WINDOW_NS`] of the
-//! previous one counts as consecutive (a longer quiet gap is taken as "it
-//! completed natively in between"); the engine emulates from the
-//! [`policy::threshold`]-th consecutive abort on. After an emulated
-//! completion the descriptor stays *hot* on that thread: its next abort
-//! within the window is emulated at once, because a sequence that needed
-//! the engine once (a signal storm, a section longer than the time
-//! between preemptions) needs it again, and making every operation wait
-//! for another `threshold` aborts would cap it at one completion per
-//! `threshold` × (time between native attempts). A quiet gap cools it.
+//! previous one continues a *streak* (a longer quiet gap is taken as "it
+//! completed natively in between"). The engine emulates when the streak
+//! reaches [`policy::threshold`] aborts, or when it has lasted as long as
+//! one emulation of that section costs on this thread (the last one
+//! measured; [`STREAK_NS`] before the first). That is the ski-rental rule:
+//! futile native attempts ("renting") are given as much time as an
+//! emulation ("buying") costs, so whether native retries would soon have
+//! succeeded or never will, the time spent per operation is at most about
+//! twice the better choice. An emulated completion starts a new streak.
 //!
 //! Signals: a section that can loop (its emulation time grows with its
-//! data) and every emulation of a hot descriptor run with all signals
-//! blocked for the whole emulate+commit, so a signal storm can neither
-//! stretch the emulation nor abort the commit. A straight-line section's
-//! first emulation keeps signals deliverable until its commit (blocking
+//! data) and every emulation triggered by the time rule run with all
+//! signals blocked for the whole emulate+commit, so a signal storm can
+//! neither stretch the emulation nor abort the commit. A straight-line
+//! section below that keeps signals deliverable until its commit (blocking
 //! costs two system calls, more than the rest of the engine path); the
 //! commit blocks them from its second round on (see `engine`).
 
@@ -40,9 +40,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// about 1 µs per abort, negligible at that rate, so a wide window is cheap.
 pub const ABORT_WINDOW_NS: u64 = 100_000_000;
 
-/// A streak of consecutive aborts this long (50 ms) is emulated even below
-/// the threshold: a long section starved by a signal storm gets so few
-/// native attempts that counting them alone would take seconds.
+/// Before the first emulation of a section on a thread (its cost not yet
+/// measured), a streak of consecutive aborts this long (50 ms) is emulated
+/// even below the threshold: a long section starved by a signal storm gets
+/// so few native attempts that counting them alone would take seconds.
 pub const STREAK_NS: u64 = 50_000_000;
 
 /// Process-wide counters of the stub path.
@@ -93,8 +94,9 @@ struct Recent {
     last_ns: u64,
     /// When the current streak of consecutive aborts began.
     since_ns: u64,
-    /// Emulated before and aborting again within the window.
-    hot: bool,
+    /// Wall-clock cost of the last emulate+commit of this descriptor on
+    /// this thread (0: not measured yet).
+    cost_ns: u64,
 }
 
 thread_local! {
@@ -132,9 +134,8 @@ enum Verdict {
     Native,
     /// Emulate (the threshold was reached just now, or `always`).
     Emulate,
-    /// Emulate: the descriptor is hot on this thread (it was emulated
-    /// before, and aborts keep coming).
-    EmulateHot,
+    /// Emulate: the streak has lasted as long as an emulation costs.
+    EmulateTimed,
 }
 
 /// Count one abort of `desc` on this thread; whether to emulate now.
@@ -148,8 +149,8 @@ fn should_emulate(desc: u64) -> Verdict {
 }
 
 /// The `auto` rule over one thread's recent descriptors: count the abort
-/// of `desc` at time `t` (ns) and say whether it reaches `threshold` or
-/// finds the descriptor hot.
+/// of `desc` at time `t` (ns) and say whether its streak reaches
+/// `threshold` aborts or the cost of an emulation.
 fn count_abort(r: &mut [Recent], desc: u64, t: u64, threshold: u32) -> Verdict {
     let i = match r.iter().position(|e| e.desc == desc) {
         Some(i) => i,
@@ -161,7 +162,7 @@ fn count_abort(r: &mut [Recent], desc: u64, t: u64, threshold: u32) -> Verdict {
                 count: 0,
                 last_ns: t,
                 since_ns: t,
-                hot: false,
+                cost_ns: 0,
             };
             i
         }
@@ -170,29 +171,35 @@ fn count_abort(r: &mut [Recent], desc: u64, t: u64, threshold: u32) -> Verdict {
     if t.saturating_sub(e.last_ns) > ABORT_WINDOW_NS {
         e.count = 0;
         e.since_ns = t;
-        e.hot = false;
     }
     e.count = e.count.saturating_add(1);
     e.last_ns = t;
-    if e.hot {
-        Verdict::EmulateHot
-    } else if e.count >= threshold || t.saturating_sub(e.since_ns) >= STREAK_NS {
+    let budget = if e.cost_ns == 0 { STREAK_NS } else { e.cost_ns };
+    if t.saturating_sub(e.since_ns) >= budget && e.count > 1 {
+        Verdict::EmulateTimed
+    } else if e.count >= threshold {
         Verdict::Emulate
     } else {
         Verdict::Native
     }
 }
 
-/// An emulated completion of `desc` on this thread.
-fn completed(desc: u64) {
-    RECENT.with(|r| mark_completed(&mut r.borrow_mut()[..], desc));
+/// An emulate+commit of `desc` on this thread ended at `t` after costing
+/// `cost_ns`.
+fn emulated(desc: u64, t: u64, cost_ns: u64, completed: bool) {
+    RECENT.with(|r| record_emulation(&mut r.borrow_mut()[..], desc, t, cost_ns, completed));
 }
 
-/// The count restarts and the descriptor is hot until a quiet gap.
-fn mark_completed(r: &mut [Recent], desc: u64) {
+/// Remember the cost; a completion starts a new streak (a failed
+/// emulation keeps the streak, so the next abort tries again).
+fn record_emulation(r: &mut [Recent], desc: u64, t: u64, cost_ns: u64, completed: bool) {
     for e in r.iter_mut().filter(|e| e.desc == desc) {
-        e.count = 0;
-        e.hot = true;
+        e.cost_ns = cost_ns.max(1);
+        if completed {
+            e.count = 0;
+            e.since_ns = t;
+            e.last_ns = t;
+        }
     }
 }
 
@@ -241,11 +248,19 @@ fn handle(abort_ip: u64, teardown_end: u64, frame: &mut Frame) -> bool {
             }
         }
     }
-    let _blocked = (sec.loops || verdict == Verdict::EmulateHot).then(SignalsBlocked::new);
-    match engine::emulate_section(&sec, &st) {
+    let _blocked = (sec.loops || verdict == Verdict::EmulateTimed).then(SignalsBlocked::new);
+    let t0 = now_ns();
+    let answer = engine::emulate_section(&sec, &st);
+    let t1 = now_ns();
+    emulated(
+        desc,
+        t1,
+        t1.saturating_sub(t0),
+        matches!(answer, Answer::Resume { .. }),
+    );
+    match answer {
         Answer::Resume { ip, state, .. } => {
             frame.set_resume(ip, &state);
-            completed(desc);
             EMULATED.fetch_add(1, Ordering::Relaxed);
             set_last(Last::Emulated(ip));
             true
@@ -267,22 +282,27 @@ mod policy_tests {
     const MS: u64 = 1_000_000;
 
     #[test]
-    fn threshold_then_hot_then_cools_after_a_quiet_gap() {
+    fn threshold_then_the_measured_cost_then_a_quiet_gap() {
         let mut r = [Recent::default(); 4];
         let d = 0x1000;
-        // Two aborts 2 ms apart: below a threshold of 3.
+        // Aborts 2 ms apart: below a threshold of 3.
         assert!(count_abort(&mut r, d, 10 * MS, 3) == Verdict::Native);
         assert!(count_abort(&mut r, d, 12 * MS, 3) == Verdict::Native);
         assert!(count_abort(&mut r, d, 14 * MS, 3) == Verdict::Emulate);
-        mark_completed(&mut r, d);
-        // Hot: the next abort within the window is emulated at once.
-        assert!(count_abort(&mut r, d, 16 * MS, 3) == Verdict::EmulateHot);
-        assert!(count_abort(&mut r, d, 16 * MS + ABORT_WINDOW_NS, 3) == Verdict::EmulateHot);
-        // A quiet gap longer than the window: cold again, counting from 1.
-        let t = 16 * MS + 2 * ABORT_WINDOW_NS + 1;
+        // That emulation cost 5 ms and completed at 19 ms: a new streak,
+        // emulated once it has lasted 5 ms.
+        record_emulation(&mut r, d, 19 * MS, 5 * MS, true);
+        assert!(count_abort(&mut r, d, 20 * MS, 3) == Verdict::Native);
+        assert!(count_abort(&mut r, d, 23 * MS, 3) == Verdict::Native);
+        assert!(count_abort(&mut r, d, 24 * MS, 3) == Verdict::EmulateTimed);
+        // A failed emulation keeps the streak: the next abort tries again.
+        record_emulation(&mut r, d, 25 * MS, MS, false);
+        assert!(count_abort(&mut r, d, 26 * MS, 3) == Verdict::EmulateTimed);
+        // A quiet gap longer than the window: a new streak, counted from 1.
+        let t = 26 * MS + ABORT_WINDOW_NS + 1;
         assert!(count_abort(&mut r, d, t, 3) == Verdict::Native);
-        assert!(count_abort(&mut r, d, t + MS, 3) == Verdict::Native);
-        assert!(count_abort(&mut r, d, t + 2 * MS, 3) == Verdict::Emulate);
+        assert!(count_abort(&mut r, d, t + MS / 2, 3) == Verdict::Native);
+        assert!(count_abort(&mut r, d, t + MS, 3) == Verdict::EmulateTimed);
     }
 
     #[test]
@@ -295,7 +315,7 @@ mod policy_tests {
             assert!(count_abort(&mut r, d, t, 256) == Verdict::Native);
             t += 10 * MS;
         }
-        assert!(count_abort(&mut r, d, t, 256) == Verdict::Emulate);
+        assert!(count_abort(&mut r, d, t, 256) == Verdict::EmulateTimed);
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub fn plan_into(loads: &[LoggedLoad], stores: &[BufferedStore], out: &mut Vec<P
 /// while its signal is blocked makes the kernel reset the handler and kill
 /// the process, which would turn the engine's fault-safe reads
 /// ([`crate::probe`]) into crashes exactly where the engine blocks signals
-/// (long and hot emulations). No storm is made of them.
+/// (long and time-rule emulations). No storm is made of them.
 pub struct SignalsBlocked(u64);
 
 /// The kernel sigset bits of the synchronous fault signals.
