@@ -181,12 +181,7 @@ macro_rules! seq_asm {
         // registered area (rdi); its other inputs are the caller's contract.
         unsafe {
             std::arch::asm!(
-                ".pushsection __rseq_cs, \"aw\"",
-                ".balign 32",
-                "3:",
-                ".long 0, 0",
-                ".quad 1f, 2f - 1f, 4f",
-                ".popsection",
+                rseq_emu_runtime::rseq_emu_asm_define_cs!("3", "1f", "2f", "4f"),
                 "lea 3b(%rip), %rax",
                 "mov %rax, 8(%rdi)",
                 "1:",

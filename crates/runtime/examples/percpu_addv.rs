@@ -12,7 +12,9 @@
 mod imp {
     use rseq_emu_core::Memory;
     use rseq_emu_runtime::engine::{complete, Completion};
-    use rseq_emu_runtime::{abort, policy, registration, rseq_emu_asm_define_abort};
+    use rseq_emu_runtime::{
+        abort, policy, registration, rseq_emu_asm_define_abort, rseq_emu_asm_define_cs,
+    };
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -34,12 +36,7 @@ mod imp {
         // area; `v` points to a live per-CPU slot.
         unsafe {
             std::arch::asm!(
-                ".pushsection __rseq_cs, \"aw\"",
-                ".balign 32",
-                "3:",
-                ".long 0, 0",
-                ".quad 1f, 2f - 1f, 4f",
-                ".popsection",
+                rseq_emu_asm_define_cs!("3", "1f", "2f", "4f"),
                 "lea 3b(%rip), %rax",
                 "mov %rax, 8({area})",
                 "1:",

@@ -11,7 +11,9 @@
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use rseq_emu_runtime::policy::{self, Mode};
-    use rseq_emu_runtime::{abort, registration, rseq_emu_asm_define_abort};
+    use rseq_emu_runtime::{
+        abort, registration, rseq_emu_asm_define_abort, rseq_emu_asm_define_cs,
+    };
     use std::time::{Duration, Instant};
 
     #[repr(C)]
@@ -36,12 +38,7 @@ mod imp {
         // dst hold n bytes; clobbers declared.
         unsafe {
             std::arch::asm!(
-                ".pushsection __rseq_cs, \"aw\"",
-                ".balign 32",
-                "3:",
-                ".long 0, 0",
-                ".quad 1f, 2f - 1f, 4f",
-                ".popsection",
+                rseq_emu_asm_define_cs!("3", "1f", "2f", "4f"),
                 // Fix the copy loop's code alignment (it sets the native
                 // copy speed, which otherwise moved 2-3x between builds);
                 // the padding runs before the section, never emulated.

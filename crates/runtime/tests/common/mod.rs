@@ -18,12 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 macro_rules! cs_head {
     () => {
         concat!(
-            ".pushsection __rseq_cs, \"aw\"\n",
-            ".balign 32\n",
-            "3:\n",
-            ".long 0, 0\n",
-            ".quad 1f, 2f - 1f, 4f\n",
-            ".popsection\n",
+            rseq_emu_runtime::rseq_emu_asm_define_cs!("3", "1f", "2f", "4f"),
             "lea 3b(%rip), %rax\n",
             "mov %rax, 8({area})\n",
             "1:\n",

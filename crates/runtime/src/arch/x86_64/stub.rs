@@ -204,7 +204,7 @@ pub unsafe extern "C" fn rseq_emu_on_abort(frame: *mut Frame) -> u32 {
 ///
 /// ```
 /// # #[cfg(target_arch = "x86_64")] {
-/// use rseq_emu_runtime::{registration, rseq_emu_asm_define_abort};
+/// use rseq_emu_runtime::{registration, rseq_emu_asm_define_abort, rseq_emu_asm_define_cs};
 /// use rseq_emu_runtime::policy::{self, Mode};
 ///
 /// /// Add 1 to `*v` if this thread runs on `cpu`; false when aborted.
@@ -215,15 +215,7 @@ pub unsafe extern "C" fn rseq_emu_on_abort(frame: *mut Frame) -> u32 {
 ///     // registered area; `v` is a valid u64.
 ///     unsafe {
 ///         std::arch::asm!(
-///             ".pushsection __rseq_cs, \"aw\"",
-///             ".balign 32",
-///             "3:",
-///             ".long 0, 0",
-///             ".quad 1f, 2f - 1f, 4f",
-///             ".popsection",
-///             ".pushsection __rseq_cs_ptr_array, \"aw\"",
-///             ".quad 3b",
-///             ".popsection",
+///             rseq_emu_asm_define_cs!("3", "1f", "2f", "4f"),
 ///             "lea 3b(%rip), %rax",
 ///             "mov %rax, 8({area})",
 ///             "1:",
@@ -285,6 +277,44 @@ macro_rules! rseq_emu_asm_define_abort {
             "jmp ",
             $abort_label,
             "\n.popsection\n"
+        )
+    };
+}
+
+/// The descriptor of an `asm!`-defined critical section, as librseq's
+/// `RSEQ_ASM_DEFINE_TABLE` lays it out: a 32-byte `struct rseq_cs`
+/// `{0, 0, start_ip, post_commit_ip - start_ip, abort_ip}` at local label
+/// `label` in `__rseq_cs`, and its address in `__rseq_cs_ptr_array` (where
+/// `rseq-emu scan` and librseq-style tools look first). The engine finds
+/// descriptors through `__rseq_cs`, so the pointer array may be dropped by
+/// the linker's section garbage collection without harm. Expands to a
+/// string literal for `asm!` (AT&T or Intel syntax alike).
+///
+/// `rseq_emu_asm_define_cs!("3", "1f", "2f", "4f")` — descriptor at `3:`,
+/// section from `1:` to `2:`, abort handler at `4:` (see
+/// [`rseq_emu_asm_define_abort!`](crate::rseq_emu_asm_define_abort) for a
+/// whole example).
+#[macro_export]
+macro_rules! rseq_emu_asm_define_cs {
+    ($label:literal, $start:literal, $post:literal, $abort:literal) => {
+        concat!(
+            "\n.pushsection __rseq_cs, \"aw\"\n",
+            ".balign 32\n",
+            $label,
+            ":\n.long 0, 0\n",
+            ".quad ",
+            $start,
+            ", ",
+            $post,
+            " - ",
+            $start,
+            ", ",
+            $abort,
+            "\n.popsection\n",
+            ".pushsection __rseq_cs_ptr_array, \"aw\"\n",
+            ".quad ",
+            $label,
+            "b\n.popsection\n"
         )
     };
 }
