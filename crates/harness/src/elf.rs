@@ -346,7 +346,7 @@ pub fn scan_bytes(path: &str, bytes: &[u8], opts: &Options) -> Result<FileReport
         }
     }
     if let Some(d) = &elf.dynamic {
-        apply_relr(&mut image, &d.dyns, &mut problems);
+        check_relr(&image, &d.dyns, &mut problems);
     }
 
     let section = |name: &str| {
@@ -416,10 +416,10 @@ pub fn scan_bytes(path: &str, bytes: &[u8], opts: &Options) -> Result<FileReport
 
 /// Packed relative relocations (`DT_RELR`, `ld -z pack-relative-relocs`).
 /// Their addends are stored in place, so the link-time image already holds
-/// each relocated word's link-time value; decoding the table records which
-/// words are relocated (as the RELA path does) and reports a table that
-/// lies outside the image or names words outside it.
-fn apply_relr(image: &mut Image, dyns: &[goblin::elf::dynamic::Dyn], problems: &mut Vec<String>) {
+/// each relocated word's link-time value and nothing needs applying; the
+/// table is decoded only to report one that lies outside the image or
+/// names words outside it.
+fn check_relr(image: &Image, dyns: &[goblin::elf::dynamic::Dyn], problems: &mut Vec<String>) {
     const DT_RELRSZ: u64 = 35;
     const DT_RELR: u64 = 36;
     let tag = |t: u64| dyns.iter().find(|e| e.d_tag == t).map(|e| e.d_val);
@@ -432,36 +432,30 @@ fn apply_relr(image: &mut Image, dyns: &[goblin::elf::dynamic::Dyn], problems: &
             "DT_RELRSZ is {size} bytes, not a multiple of 8: the trailing bytes are ignored"
         ));
     }
-    let mut relocated = Vec::new();
+    let mut check = |at: u64| {
+        if image.read_u64(at).is_none() {
+            problems.push(format!(
+                "DT_RELR relocates the word at 0x{at:x}, which lies outside every loaded segment"
+            ));
+        }
+    };
     let mut next = 0u64;
     for i in 0..size / 8 {
-        let Some(entry) = image.read_u64(table.wrapping_add(8 * i)) else {
+        let at = table.wrapping_add(8 * i);
+        let Some(entry) = image.read_u64(at) else {
             problems.push(format!(
-                "DT_RELR table entry at 0x{:x} lies outside every loaded segment: packed relocations after it are not applied",
-                table.wrapping_add(8 * i)
+                "DT_RELR table entry at 0x{at:x} lies outside every loaded segment: the entries after it are not checked"
             ));
             return;
         };
         if entry & 1 == 0 {
-            relocated.push(entry);
+            check(entry);
             next = entry.wrapping_add(8);
         } else {
-            for bit in 0..63 {
-                if (entry >> (bit + 1)) & 1 == 1 {
-                    relocated.push(next.wrapping_add(8 * bit));
-                }
+            for bit in (0..63).filter(|b| (entry >> (b + 1)) & 1 == 1) {
+                check(next.wrapping_add(8 * bit));
             }
             next = next.wrapping_add(63 * 8);
-        }
-    }
-    for at in relocated {
-        match image.read_u64(at) {
-            Some(v) => {
-                image.relocs.insert(at, v);
-            }
-            None => problems.push(format!(
-                "DT_RELR relocates the word at 0x{at:x}, which lies outside every loaded segment"
-            )),
         }
     }
 }
