@@ -12,7 +12,7 @@
 mod common;
 
 use rseq_emu_runtime::policy::Mode;
-use rseq_emu_runtime::{abort, registration, rseq_emu_asm_define_abort};
+use rseq_emu_runtime::{abort, registration};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -36,13 +36,7 @@ fn spin_then_incr(v: *mut u64, cpu: u32, spins: u64) -> bool {
             "mov ({v}), %rax",
             "add $1, %rax",
             "mov %rax, ({v})",
-            "2:",
-            "mov $1, {ok:e}",
-            "jmp 6f",
-            rseq_emu_asm_define_abort!("4", "", "5f"),
-            "5:",
-            "xor {ok:e}, {ok:e}",
-            "6:",
+            cs_tail!(),
             area = in(reg) area,
             cpu = in(reg) cpu,
             spins = in(reg) spins,

@@ -28,6 +28,24 @@ macro_rules! cs_head {
     };
 }
 
+/// The tail of a section started with [`cs_head!`]: `2:` (post_commit_ip)
+/// sets `{ok}` to 1; the abort handler at `4:` (the engine's, with no
+/// teardown) retries natively at `5:`, which sets `{ok}` to 0; both continue
+/// at `6:`.
+macro_rules! cs_tail {
+    () => {
+        concat!(
+            "2:\n",
+            "mov $1, {ok:e}\n",
+            "jmp 6f\n",
+            rseq_emu_runtime::rseq_emu_asm_define_abort!("4", "", "5f"),
+            "5:\n",
+            "xor {ok:e}, {ok:e}\n",
+            "6:\n",
+        )
+    };
+}
+
 /// Inside a section: while `{flag}` is set, `tgkill(ids[0], ids[1],
 /// SIGUSR1)` — the kernel aborts the section at the delivery (clobbers
 /// rax, rdi, rsi, rdx, rcx, r11). Continues at the code after it.
