@@ -132,7 +132,9 @@ fn now_ns() -> u64 {
 enum Verdict {
     /// Native retry.
     Native,
-    /// Emulate (the threshold was reached just now, or `always`).
+    /// Emulate: `always` mode (no streak is kept, no cost measured).
+    Always,
+    /// Emulate: the streak reached the threshold just now.
     Emulate,
     /// Emulate: the streak has lasted as long as an emulation costs.
     EmulateTimed,
@@ -142,7 +144,7 @@ enum Verdict {
 fn should_emulate(desc: u64) -> Verdict {
     match policy::mode() {
         Mode::Never => Verdict::Native,
-        Mode::Always => Verdict::Emulate,
+        Mode::Always => Verdict::Always,
         Mode::Auto => RECENT
             .with(|r| count_abort(&mut r.borrow_mut()[..], desc, now_ns(), policy::threshold())),
     }
@@ -249,15 +251,22 @@ fn handle(abort_ip: u64, teardown_end: u64, frame: &mut Frame) -> bool {
         }
     }
     let _blocked = (sec.loops || verdict == Verdict::EmulateTimed).then(SignalsBlocked::new);
-    let t0 = now_ns();
-    let answer = engine::emulate_section(&sec, &st);
-    let t1 = now_ns();
-    emulated(
-        desc,
-        t1,
-        t1.saturating_sub(t0),
-        matches!(answer, Answer::Resume { .. }),
-    );
+    let answer = if verdict == Verdict::Always {
+        engine::emulate_section(&sec, &st)
+    } else {
+        // `auto`: the cost feeds the streak rule (two vDSO clock reads,
+        // kept off the `always` path).
+        let t0 = now_ns();
+        let answer = engine::emulate_section(&sec, &st);
+        let t1 = now_ns();
+        emulated(
+            desc,
+            t1,
+            t1.saturating_sub(t0),
+            matches!(answer, Answer::Resume { .. }),
+        );
+        answer
+    };
     match answer {
         Answer::Resume { ip, state, .. } => {
             frame.set_resume(ip, &state);
